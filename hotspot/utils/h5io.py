@@ -1,0 +1,110 @@
+"""HDF5 helpers shared by every step: atomic outputs and friendly reading.
+
+Outputs are written to a temporary file beside the target and renamed only
+when complete, so a crash never leaves a half-written product and a re-run
+after a crash starts clean.
+"""
+import contextlib
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from hotspot.utils.errors import HotspotError
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path`; rename it to `path` on success.
+
+    The temporary name keeps the real extension last (``x.tmp1234.h5``)
+    because mintpy.utils.writefile chooses the format from the extension.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}{path.suffix}")
+    if tmp.exists():
+        tmp.unlink()
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _attr_value(value):
+    """Convert a value to something h5py stores as a readable attribute."""
+    if value is None:
+        return "None"
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, (int, float, str, np.integer, np.floating)):
+        return value
+    return str(value)
+
+
+def write_h5(path, datasets, attrs=None, compression=None):
+    """Atomically write a dict of arrays (and root attributes) to an HDF5 file.
+
+    Strings are stored as fixed-length byte strings (readable by MintPy's
+    readfile); nested dicts become groups.
+    """
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            for key, value in (attrs or {}).items():
+                f.attrs[key] = _attr_value(value)
+            _write_group(f, datasets, compression)
+    return Path(path)
+
+
+def _write_group(group, datasets, compression):
+    for name, data in datasets.items():
+        if isinstance(data, dict):
+            _write_group(group.require_group(name), data, compression)
+            continue
+        arr = np.asarray(data)
+        if arr.dtype.kind == "U":
+            arr = np.char.encode(arr, "utf-8")
+        kw = {}
+        if compression and arr.ndim > 0 and arr.size > 1000:
+            kw = {"compression": compression}
+        group.create_dataset(name, data=arr, **kw)
+
+
+def read_attrs(path):
+    """Root attributes of an HDF5 file as a dict of str/number."""
+    with open_h5(path) as f:
+        return {k: _decode(v) for k, v in f.attrs.items()}
+
+
+def _decode(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.ndarray) and value.dtype.kind == "S":
+        return [v.decode("utf-8") for v in value]
+    return value
+
+
+def open_h5(path, mode="r"):
+    """h5py.File with an error naming the file when it is missing or corrupt."""
+    path = Path(path)
+    if mode == "r" and not path.is_file():
+        raise HotspotError(f"{path}: file not found")
+    try:
+        return h5py.File(path, mode)
+    except OSError as exc:
+        raise HotspotError(f"{path}: cannot be opened as HDF5 ({exc}); "
+                           "the file may be corrupt or still being written") from None
+
+
+def require_dataset(h5file, name, path=None):
+    """Return h5file[name] or raise an error listing the datasets that exist."""
+    if name not in h5file:
+        where = path or h5file.filename
+        have = ", ".join(sorted(h5file.keys())) or "none"
+        raise HotspotError(f"{where}: dataset '{name}' not found (datasets present: {have})")
+    return h5file[name]
