@@ -1,0 +1,221 @@
+"""covariogram step: estimator, model fit, correlation length, file, errors."""
+import math
+
+import h5py
+import numpy as np
+import pytest
+
+from hotspot import covariogram as cg
+from hotspot.hotspotApp import StepContext
+from hotspot.utils.errors import HotspotError
+from hotspot.utils.stack import write_stack
+from hotspot.utils.template import config_from_dict
+
+DX_KM = 0.5
+LAT0, LON0 = 34.0, -118.0
+KM_PER_DEG = 111.195
+
+
+def exponential_field(ny, nx, dx, length, num_epoch, rng):
+    """Gaussian random fields, covariance exp(-h/length), one per epoch (circulant embedding)."""
+    my, mx = 2 * ny, 2 * nx
+    ry = np.minimum(np.arange(my), my - np.arange(my)) * dx
+    rx = np.minimum(np.arange(mx), mx - np.arange(mx)) * dx
+    eig = np.fft.fft2(np.exp(-np.hypot(ry[:, None], rx[None, :]) / length)).real.clip(0)
+    fields = []
+    while len(fields) < num_epoch:
+        w = rng.standard_normal((my, mx)) + 1j * rng.standard_normal((my, mx))
+        f = np.fft.ifft2(np.sqrt(eig) * w) * np.sqrt(my * mx)
+        fields += [f.real[:ny, :nx], f.imag[:ny, :nx]]
+    return np.stack(fields[:num_epoch], axis=-1).reshape(ny * nx, num_epoch)
+
+
+def grid_lonlat(ny, nx, dx=DX_KM):
+    row, col = np.mgrid[:ny, :nx]
+    y_step = -dx / KM_PER_DEG
+    x_step = dx / (KM_PER_DEG * math.cos(math.radians(LAT0)))
+    lat = LAT0 + row.ravel() * y_step
+    lon = LON0 + col.ravel() * x_step
+    attrs = {"GRID": "yes", "LENGTH": ny, "WIDTH": nx, "X_FIRST": LON0, "Y_FIRST": LAT0,
+             "X_STEP": x_step, "Y_STEP": y_step, "X_UNIT": "degrees", "Y_UNIT": "degrees"}
+    return lon, lat, row.ravel(), col.ravel(), attrs
+
+
+def make_stack(path, ny=100, nx=100, length=5.0, num_epoch=60, seed=0):
+    rng = np.random.default_rng(seed)
+    disp = 0.01 * exponential_field(ny, nx, DX_KM, length, num_epoch, rng)
+    # per-pixel offsets: the temporal mean removal must drop them
+    disp += rng.normal(0, 0.05, (ny * nx, 1))
+    lon, lat, row, col, attrs = grid_lonlat(ny, nx)
+    dates = [f"{2016 + k // 12}{k % 12 + 1:02d}15" for k in range(num_epoch)]
+    return write_stack(path, disp, dates, lat, lon, attrs=attrs, row=row, col=col)
+
+
+def context(workdir, **overrides):
+    values = {"hotspot.covariogram.numPair": 200_000, "hotspot.covariogram.binSize": 0.5,
+              "hotspot.covariogram.maxDistance": 20}
+    values.update(overrides)
+    return StepContext(workdir=workdir, config=config_from_dict(values))
+
+
+@pytest.fixture(scope="module")
+def field_dir(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("cov")
+    make_stack(workdir / "hotspotStack.h5")
+    return workdir
+
+
+def test_recovers_exponential_correlation_length(field_dir):
+    ctx = context(field_dir)
+    cg.run(ctx)
+    length = cg.read_correlation_length(field_dir)
+    assert length == pytest.approx(5.0, rel=0.2)
+    with h5py.File(field_dir / "covariogram.h5", "r") as f:
+        attrs = dict(f.attrs)
+        dist, cov, count = f["distance"][:], f["covariance"][:], f["pairCount"][:]
+        model = f["modelCovariance"][:]
+    assert attrs["MODEL"] == "exponential"
+    assert attrs["NUM_PAIR"] == 200_000 and count.sum() == 200_000
+    assert 0 < attrs["CORRELATION_LENGTH_STD_KM"] < 1.0
+    assert attrs["CORRELATION_LENGTH_STD_KM"] >= attrs["CORRELATION_LENGTH_FORMAL_STD_KM"]
+    assert "mean" in attrs["ESTIMATOR"]
+    assert attrs["hotspot.covariogram.numPair"] == "200000"          # step keys for update mode
+    assert dist.shape == cov.shape == model.shape == (40,)
+    # field variance 1e-4 m^2 (x (1 - 1/T) from the temporal mean removal), decaying with h
+    assert cov[1] == pytest.approx(1e-4 * math.exp(-0.75 / 5), rel=0.25)
+    assert cov[1] > cov[10] > cov[30]
+    assert np.nanmax(np.abs(model - cov)[count > 100]) < 2e-5
+    # stratified sampling: every bin beyond the pixel spacing gets pairs
+    assert (count[1:] > 1000).all()
+
+
+def test_same_seed_same_result_other_seed_differs(field_dir, tmp_path):
+    stack = field_dir / "hotspotStack.h5"
+    lon, lat, anom = cg.read_sample(stack, 3000, seed=1, max_memory=1, log=lambda m: None)
+    res1 = cg.covariogram(lon, lat, anom, 50_000, 0.5, 20, seed=1, log=lambda m: None)
+    lon2, lat2, anom2 = cg.read_sample(stack, 3000, seed=1, max_memory=1, log=lambda m: None)
+    res2 = cg.covariogram(lon2, lat2, anom2, 50_000, 0.5, 20, seed=1, log=lambda m: None)
+    assert np.array_equal(res1["count"], res2["count"])
+    assert np.array_equal(res1["covariance"], res2["covariance"], equal_nan=True)
+    assert res1["length"] == res2["length"]
+    lon3, lat3, anom3 = cg.read_sample(stack, 3000, seed=2, max_memory=1, log=lambda m: None)
+    res3 = cg.covariogram(lon3, lat3, anom3, 50_000, 0.5, 20, seed=2, log=lambda m: None)
+    assert not np.array_equal(res1["count"], res3["count"])
+
+
+def test_sample_subset_removes_mean_and_skips_nan(tmp_path):
+    lon, lat, row, col, attrs = grid_lonlat(20, 30)
+    rng = np.random.default_rng(3)
+    disp = rng.normal(0, 0.01, (600, 8)) + 5.0
+    disp[7, 3] = np.nan
+    stack = write_stack(tmp_path / "s.h5", disp, [f"2020010{k + 1}" for k in range(8)], lat, lon,
+                        attrs=attrs, row=row, col=col)
+    lon_s, lat_s, anom = cg.read_sample(stack, 10_000, seed=0, max_memory=0.001,
+                                        log=lambda m: None)
+    assert anom.shape == (599, 8) and anom.dtype == np.float32
+    assert np.abs(anom.mean(axis=1)).max() < 1e-5
+    keep = np.delete(np.arange(600), 7)
+    np.testing.assert_allclose(anom, disp[keep] - disp[keep].mean(1, keepdims=True), atol=1e-5)
+    np.testing.assert_array_equal(lon_s, lon[keep])
+
+
+def test_pair_kernel_matches_numpy_cov():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(500, 37)).astype(np.float32)
+    a -= a.mean(axis=1, keepdims=True)
+    i, j = rng.integers(0, 500, 3000), rng.integers(0, 500, 3000)
+    fast = cg.pair_covariance(a, i, j)
+    np.testing.assert_allclose(fast, cg.pair_covariance_numpy(a, i, j), rtol=1e-10, atol=1e-12)
+    for k in range(5):
+        ref = np.cov(a[i[k]].astype(np.float64), a[j[k]].astype(np.float64), bias=True)[0, 1]
+        assert fast[k] == pytest.approx(ref, rel=1e-6, abs=1e-9)
+
+
+def test_pairs_within_max_distance_and_stratified():
+    lon, lat, *_ = grid_lonlat(80, 80)
+    sampler = cg.PairSampler(lon, lat, 0.5, 10.0, np.random.default_rng(0))
+    i, j, d = sampler.draw(200_000)
+    assert (i != j).all() and (d < 10.0).all()
+    true = cg.haversine_km(lon[i], lat[i], lon[j], lat[j])
+    np.testing.assert_allclose(d, true)
+    counts = np.bincount((d / 0.5).astype(int), minlength=20)[2:]
+    assert counts.min() > 0.5 * counts.mean()      # near-uniform over distance, not ~h
+
+
+@pytest.mark.parametrize("model", cg.MODELS)
+def test_fit_models_and_length_definition(model):
+    h = (np.arange(60) + 0.5) * 0.5
+    params = (2e-4, 6.0, 1e-5)
+    cov = cg.model_covariance(h, model, params)
+    std = np.full(h.size, 1e-5)
+    fit = cg.fit_model(h, cov, std, np.full(h.size, 1000), model)
+    assert fit["status"] == "ok"
+    assert fit["params"][1] == pytest.approx(6.0, rel=1e-3)
+    # correlation length: model covariance at L is offset + sill / e
+    at_l = cg.model_covariance(fit["length"], model, fit["params"])
+    assert at_l == pytest.approx(1e-5 + 2e-4 / math.e, rel=1e-3)
+
+
+def test_flat_covariance_reports_failed_fit_and_read_raises(tmp_path):
+    h = (np.arange(40) + 0.5) * 0.5
+    cov = np.full(h.size, 3e-5)
+    fit = cg.fit_model(h, cov + 1e-9 * np.sin(h), np.full(h.size, 1e-6), np.full(h.size, 100),
+                       "exponential")
+    assert fit["status"] != "ok"
+    result = dict(fit, distance=h, covariance=cov, covariance_std=cov, count=np.ones(40),
+                  model_covariance=cov, num_pair=40, bin_size=0.5, max_distance=20,
+                  length_formal_std=np.nan, length_std_method="formal")
+    cg.write_covariogram(tmp_path / "covariogram.h5", result, {}, 10, 10)
+    with pytest.raises(HotspotError, match="hotspot.dbscan.eps"):
+        cg.read_correlation_length(tmp_path)
+
+
+def test_read_correlation_length_missing_file(tmp_path):
+    with pytest.raises(HotspotError, match="covariogram step"):
+        cg.read_correlation_length(tmp_path)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("hotspot.covariogram.binSize", "0"),
+    ("hotspot.covariogram.binSize", "abc"),
+    ("hotspot.covariogram.maxDistance", "0.2"),
+    ("hotspot.covariogram.numPair", "-5"),
+    ("hotspot.covariogram.numPair", "1.5"),
+    ("hotspot.covariogram.model", "cubic"),
+])
+def test_bad_keys_name_the_key(tmp_path, key, value):
+    ctx = context(tmp_path, **{key: value})
+    with pytest.raises(HotspotError, match=key.replace(".", r"\.")):
+        cg.run(ctx)
+
+
+def test_missing_stack_says_run_load_data(tmp_path):
+    with pytest.raises(HotspotError, match="load_data"):
+        cg.run(context(tmp_path))
+
+
+def test_inputs_outputs(tmp_path):
+    ctx = context(tmp_path)
+    assert cg.inputs(ctx) == [tmp_path / "hotspotStack.h5"]
+    assert cg.outputs(ctx) == [tmp_path / "covariogram.h5"]
+
+
+def test_sparse_lookup_fallback_draws_the_same_pairs(monkeypatch):
+    lon, lat, *_ = grid_lonlat(40, 50)
+    dense = cg.PairSampler(lon, lat, 0.5, 8.0, np.random.default_rng(4)).draw(50_000)
+    monkeypatch.setattr(cg, "DENSE_CELL_LIMIT", 0)
+    sampler = cg.PairSampler(lon, lat, 0.5, 8.0, np.random.default_rng(4))
+    assert sampler.table is None
+    sparse = sampler.draw(50_000)
+    for a, b in zip(dense, sparse):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_update_mode_skips_a_finished_run(field_dir):
+    from hotspot.hotspotApp import is_up_to_date
+    ctx = context(field_dir)
+    if not (field_dir / "covariogram.h5").is_file():
+        cg.run(ctx)
+    assert is_up_to_date("covariogram", cg, ctx)
+    assert not is_up_to_date("covariogram", cg, context(field_dir, **{
+        "hotspot.covariogram.model": "gaussian"}))
