@@ -16,7 +16,8 @@ from hotspot.utils.stack import read_info, read_pixels
 NO_DATA = -1
 # Attributes that describe the stack itself, not the grid a label map lives on.
 _STACK_ONLY_ATTRS = {"FILE_TYPE", "NUM_PIXEL", "NUM_DATE", "UNIT", "DATA_TYPE", "PROCESSOR",
-                     "GRID", "REF_DATE", "START_DATE", "END_DATE"}
+                     "GRID", "REF_DATE", "START_DATE", "END_DATE", "SOURCE_FILE",
+                     "NUM_SOURCE_PIXEL", "NUM_MASKED", "NUM_NAN_DROPPED"}
 
 
 def label_to_map(pixel_label, stack_file, fill=NO_DATA, dtype=np.int32):
