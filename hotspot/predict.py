@@ -1,0 +1,189 @@
+"""Step 6, predict: label every pixel of hotspotStack.h5 with the trained classifier(s).
+
+Writes clusterLSTM.h5 (model lstm) and clusterLSTMP.h5 (model lstmPerceptron), label
+files like clusterDBSCAN.h5 (pixelLabel + map `label` on the source grid, so view.py shows
+them) plus the class probability (`probability` map, `pixelProbability` vector). A pixel
+whose best class probability is below hotspot.predict.minProbability gets 0 (no cluster).
+
+The stack is read once, block by block (block size from mintpy.compute.maxMemory), and
+every model labels each block. hotspot.predict.modelFile applies a model trained elsewhere:
+a stack with other epochs is interpolated to the model's epochs (with a warning); a stack
+that does not span the model's period is an error.
+
+When WORKDIR/clusterDBSCAN.h5 matches the stack, the agreement with the DBSCAN labels on
+the labelled pixels not used for training is printed and stored (AGREEMENT_HELD_OUT).
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+
+from hotspot import lstm_models as lm
+from hotspot.utils.errors import HotspotError
+from hotspot.utils.h5io import read_attrs
+from hotspot.utils.labels import label_to_map, read_pixel_label, write_label_file
+from hotspot.utils.stack import STACK_FILE, block_size, iter_blocks, read_info, read_pixels
+
+STEP = "predict"
+KEY = "hotspot.predict."
+OUTPUT_NAME = {"lstm": "clusterLSTM.h5", "lstmPerceptron": "clusterLSTMP.h5"}
+LABEL_FILE = "clusterDBSCAN.h5"
+TRAIN_FILE = "trainLSTM.h5"
+MODEL_DIR = "model"
+MAX_BLOCK = 200_000         # pixels; keeps the progress bar moving on big stacks
+
+
+def model_files(ctx):
+    """{model name: .keras path} for this run, from predict.model and predict.modelFile."""
+    given = ctx.config.get_path(KEY + "modelFile", ctx.workdir)
+    names = _model_names(ctx)
+    if given is not None and given.suffix == ".keras":
+        if not given.is_file():
+            raise HotspotError(f"{KEY}modelFile = {given}: file not found; expected a .keras "
+                               "file saved by train_lstm")
+        meta = lm.sidecar_path(given)
+        name = _sidecar_name(meta) if meta.is_file() else None
+        if name not in OUTPUT_NAME:
+            raise HotspotError(f"{KEY}modelFile = {given}: needs the sidecar {meta.name} written "
+                               "by train_lstm beside it (model name, epochs, scaling)")
+        return {name: given}
+    folder = given if given is not None else ctx.path(MODEL_DIR)
+    if given is not None and not given.is_dir():
+        raise HotspotError(f"{KEY}modelFile = {given}: not found; expected a .keras file saved "
+                           "by train_lstm or a folder holding lstm.keras / lstmPerceptron.keras")
+    return {name: folder / f"{name}.keras" for name in names}
+
+
+def _model_names(ctx):
+    if not ctx.config.is_auto(KEY + "model"):
+        choice = ctx.config.get_choice(KEY + "model", ["lstm", "lstmPerceptron", "both"])
+        return lm.MODEL_NAMES if choice == "both" else (choice,)
+    train_file = ctx.path(TRAIN_FILE)
+    if train_file.is_file():
+        trained = str(read_attrs(train_file).get("MODELS", "")).replace(",", " ").split()
+        trained = [n for n in lm.MODEL_NAMES if n in trained]
+        if trained:
+            return tuple(trained)
+    from hotspot.train_lstm import model_names
+    return tuple(model_names(ctx.config))
+
+
+def _sidecar_name(meta_path):
+    try:
+        return json.loads(Path(meta_path).read_text()).get("name")
+    except json.JSONDecodeError as exc:
+        raise HotspotError(f"{meta_path}: not valid JSON ({exc})") from None
+
+
+def inputs(ctx):
+    out = [ctx.path(STACK_FILE)]
+    for path in model_files(ctx).values():
+        out += [path, lm.sidecar_path(path)]
+    if ctx.path(LABEL_FILE).is_file():
+        out.append(ctx.path(LABEL_FILE))
+    return out
+
+
+def outputs(ctx):
+    return [ctx.path(OUTPUT_NAME[name]) for name in model_files(ctx)]
+
+
+# ----------------------------------------------------------------- computation
+
+def predict_stack(bundles, stack_file, min_probability=0.5, batch_size=4096, max_memory=4.0,
+                  max_block=MAX_BLOCK, log=print):
+    """Label every pixel of the stack with each bundle, block by block.
+
+    Returns {name: (pixel labels int32, probability float32)}; labels are DBSCAN-style
+    cluster ids, 0 where the probability is below min_probability.
+    """
+    from mintpy.utils import ptime
+    info = read_info(stack_file)
+    weights = {name: lm.check_dates(b, info.dates, str(stack_file)) for name, b in bundles.items()}
+    out = {name: (np.zeros(info.num_pixel, dtype=np.int32),
+                  np.zeros(info.num_pixel, dtype=np.float32)) for name in bundles}
+    size = block_size(info.num_date, max_memory, copies=6, cap=max_block)
+    log(f"predict {', '.join(bundles)} on {info.num_pixel} pixels x {info.num_date} epochs "
+        f"in blocks of {size} pixels")
+    names = list(lm.STACK_STATIC) + ["longitude", "latitude"]
+    prog = ptime.progressBar(maxValue=info.num_pixel)
+    import h5py
+    with h5py.File(stack_file, "r") as f:
+        dset = f["displacement"]
+        for start, stop in iter_blocks(info.num_pixel, size):
+            disp = dset[start:stop]
+            pix = read_pixels(stack_file, names, start, stop)
+            for name, bundle in bundles.items():
+                xy = bundle.prep.positions(pix["longitude"], pix["latitude"])
+                series = disp if weights[name] is None else lm.interpolate_epochs(disp, weights[name])
+                cid, prob = bundle.classify(series, lm.static_features(pix, xy), batch_size)
+                cid = np.where(prob >= min_probability, cid, 0)
+                out[name][0][start:stop] = cid
+                out[name][1][start:stop] = prob
+            prog.update(stop, suffix=f"{stop}/{info.num_pixel}")
+    prog.close()
+    return out
+
+
+def held_out_agreement(pred, dbscan, bundle, stack_info):
+    """Agreement with DBSCAN on labelled pixels not used to train the model.
+
+    Training pixels are excluded only when the model was trained on this very stack
+    (same pixel count and epochs); a model from another stack has seen none of them.
+    """
+    held = dbscan >= 0
+    same = (bundle.train_stack.get("num_pixel") == stack_info.num_pixel
+            and list(bundle.train_stack.get("dates", [])) == list(stack_info.dates))
+    if same and len(bundle.train_index):
+        held[np.asarray(bundle.train_index, dtype=np.int64)] = False
+    n = int(held.sum())
+    agree = float(np.mean(pred[held] == dbscan[held])) if n else float("nan")
+    truth = dbscan[held].astype(np.int64)
+    total = np.bincount(truth)
+    hits = np.bincount(truth[pred[held] == truth], minlength=total.size)
+    ids = np.nonzero(total)[0]
+    recall = (hits[ids] / total[ids]).astype(np.float32)
+    return {"agreement": agree, "num": n, "cluster_id": ids.astype(np.int32), "recall": recall}
+
+
+def run(ctx):
+    stack_file = ctx.path(STACK_FILE)
+    info = read_info(stack_file)
+    files = model_files(ctx)
+    min_prob = ctx.config.get_float(KEY + "minProbability", min_value=0.0, max_value=1.0)
+    batch = ctx.config.get_int(KEY + "batchSize", min_value=1)
+    lm.configure_backend()
+    bundles = {name: lm.load_bundle(path) for name, path in files.items()}
+    for name, b in bundles.items():
+        if b.name != name:
+            raise HotspotError(f"{files[name]}: holds model '{b.name}', expected '{name}'")
+    results = predict_stack(bundles, stack_file, min_prob, batch, ctx.config.max_memory,
+                            log=ctx.log)
+    dbscan = None
+    label_file = ctx.path(LABEL_FILE)
+    if label_file.is_file():
+        dbscan = read_pixel_label(label_file)
+        if dbscan.shape[0] != info.num_pixel:
+            ctx.log(f"{LABEL_FILE}: {dbscan.shape[0]} labels for {info.num_pixel} pixels; "
+                    "no agreement computed")
+            dbscan = None
+    for name, (labels, prob) in results.items():
+        attrs = dict(ctx.step_attrs(STEP))
+        attrs.update({"MODEL": name, "MODEL_FILE": str(files[name]),
+                      "VARIANT": bundles[name].variant, "MIN_PROBABILITY": min_prob,
+                      "TIME_STEP": bundles[name].prep.time_step})
+        datasets = {"probability": label_to_map(prob, stack_file, fill=np.nan, dtype=np.float32),
+                    "pixelProbability": prob}
+        if dbscan is not None:
+            agr = held_out_agreement(labels, dbscan, bundles[name], info)
+            attrs.update({"AGREEMENT_HELD_OUT": agr["agreement"], "NUM_HELD_OUT": agr["num"]})
+            datasets.update({"agreementClusterId": agr["cluster_id"],
+                             "agreementRecall": agr["recall"]})
+            ctx.log(f"{name}: agreement with {LABEL_FILE} on {agr['num']} pixels not used for "
+                    f"training: {100 * agr['agreement']:.2f} %")
+        ctx.log(f"{name}: {int((labels > 0).sum())} pixels in {len(np.unique(labels[labels > 0]))}"
+                f" clusters, {int((labels == 0).sum())} without (probability < {min_prob} or "
+                "no-cluster class)")
+        out = write_label_file(ctx.path(OUTPUT_NAME[name]), labels, stack_file, datasets=datasets,
+                               attrs=attrs)
+        ctx.log(f"written: {out}")

@@ -1,0 +1,473 @@
+"""Step 5, train_lstm: LSTM classifiers of the DBSCAN clusters.
+
+Reads WORKDIR/hotspotStack.h5 and WORKDIR/clusterDBSCAN.h5 (pixelLabel), writes
+  model/lstm.keras, model/lstmPerceptron.keras   (+ .json sidecars, see lstm_models)
+  trainLSTM.h5                                   scores, confusion matrices, histories
+Architectures and preprocessing: hotspot.lstm_models.
+
+Protocol
+- numSample labelled pixels (DBSCAN label >= 0, noise included as class 0) are drawn;
+  when the largest class is more than 10x the smallest, the draw is class-balanced
+  (each class gets an equal share, small classes give all they have, the rest is
+  spread over the others).
+- split = random: testSize of the sample held out at random (the paper's protocol).
+  split = block: whole square tiles of blockSize km held out until testSize of the
+  sample is reached. Neighbouring InSAR pixels are nearly identical, so the random split
+  flatters the score; the blocked one measures how well the model labels places it has
+  not seen. split = both fits once per split; the saved model is the random-split one.
+- Early stopping watches the loss on 10 % of the training pixels (never the test pixels);
+  the best weights are kept. patience = 0 turns early stopping off.
+- Twins (clusters of one temporal cluster split by DBSCAN) are found from
+  clusterTSKM.h5; lstmPerceptron separates them by the position among its static inputs,
+  lstm (series only) by the nearest-training-pixel post-step (lstm_models.TwinResolver).
+  The per-class recall of both splits shows how well each model does on them.
+
+trainLSTM.h5 layout (C classes, class index 0 = no cluster):
+  sample/index, sample/label, sample/testRandom, sample/testBlock    the drawn pixels
+  <model>/classId (C)       DBSCAN cluster id of each class index (0 = no cluster)
+  <model>/twinGroup (C)     twin group of each class (-1 = none)
+  <model>/<split>/confusion (C x C, rows normalised: true class -> predicted class)
+  <model>/<split>/recall (C), <model>/<split>/count (C, test pixels per class)
+  <model>/<split>/history/<metric> (per epoch: loss, accuracy, val_loss, val_accuracy)
+  attrs of <model>/<split>: ACCURACY, TWIN_RECALL, TRAIN_TIME_S, NUM_TRAIN, NUM_TEST, EPOCHS_RUN
+  attrs of <model>: ACCURACY_RANDOM, ACCURACY_BLOCK, TWIN_RECALL_RANDOM, TWIN_RECALL_BLOCK,
+                    TRAIN_TIME_S (all fits), MODEL_FILE, SAVED_SPLIT
+  root attrs: the step's template keys, VARIANT, TIME_STEP, BLOCK_SIZE_KM, BLOCK_SIZE_SOURCE,
+              NUM_SAMPLE, BALANCED, MODELS, TRAIN_TIME_S, BACKEND
+"""
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hotspot import lstm_models as lm
+from hotspot.utils.errors import HotspotError
+from hotspot.utils.h5io import _attr_value, atomic_path, read_attrs
+from hotspot.utils.labels import read_pixel_label
+from hotspot.utils.stack import STACK_FILE, read_info, read_pixels, read_rows
+
+STEP = "train_lstm"
+OUTPUT = "trainLSTM.h5"
+LABEL_FILE = "clusterDBSCAN.h5"
+TSKM_FILE = "clusterTSKM.h5"
+COVARIOGRAM_FILE = "covariogram.h5"
+MODEL_DIR = "model"
+BALANCE_RATIO = 10          # largest / smallest class above which the sample is balanced
+VALIDATION_FRACTION = 0.1
+MAX_REFERENCE = 50_000       # training pixels kept for the spatial context
+KEY = "hotspot.train_lstm."
+
+
+@dataclass
+class TrainSettings:
+    models: tuple = ("lstm", "lstmPerceptron")
+    variant: str = "fast"
+    time_step: int = 4
+    num_sample: int = 20000
+    test_size: float = 0.5
+    splits: tuple = ("random", "block")
+    block_size: float = None        # km; None = auto
+    epochs: int = 30
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    patience: int = 5
+    seed: int = 0
+    verbose: int = 2
+
+
+def model_names(config, key=KEY + "model"):
+    choice = config.get_choice(key, ["lstm", "lstmPerceptron", "both"])
+    return lm.MODEL_NAMES if choice == "both" else (choice,)
+
+
+def read_settings(config):
+    variant = config.get_choice(KEY + "variant", list(lm.VARIANTS))
+    split = config.get_choice(KEY + "split", ["random", "block", "both"])
+    time_step = (lm.TIME_STEP_AUTO[variant] if config.is_auto(KEY + "timeStep")
+                 else config.get_int(KEY + "timeStep", min_value=1))
+    block = None if config.is_auto(KEY + "blockSize") else config.get_float(KEY + "blockSize")
+    if block is not None and block <= 0:
+        raise HotspotError(f"{config.source}: {KEY}blockSize = {block} is not valid; "
+                           "expected a tile size > 0 km or auto")
+    test_size = config.get_float(KEY + "testSize", min_value=0.0, max_value=1.0)
+    if not 0 < test_size < 1:
+        raise HotspotError(f"{config.source}: {KEY}testSize = {test_size} is not valid; "
+                           "expected a fraction between 0 and 1 (exclusive)")
+    return TrainSettings(
+        models=tuple(model_names(config)), variant=variant, time_step=time_step,
+        num_sample=config.get_int(KEY + "numSample", min_value=2),
+        test_size=test_size,
+        splits=("random", "block") if split == "both" else (split,),
+        block_size=block,
+        epochs=config.get_int(KEY + "epochs", min_value=1),
+        batch_size=config.get_int(KEY + "batchSize", min_value=1),
+        learning_rate=config.get_float(KEY + "learningRate", min_value=1e-12),
+        patience=config.get_int(KEY + "patience", min_value=0),
+        seed=config.seed)
+
+
+# ----------------------------------------------------------------- sampling and splits
+
+def allocate_balanced(counts, total):
+    """Equal share per class; classes smaller than the share give all, the rest is re-spread."""
+    counts = np.asarray(counts, dtype=np.int64)
+    alloc = np.zeros_like(counts)
+    open_ = np.ones(counts.size, dtype=bool)
+    left = int(total)
+    while left > 0 and open_.any():
+        share = max(1, left // int(open_.sum()))
+        room = counts - alloc
+        add = np.where(open_, np.minimum(room, share), 0)
+        if add.sum() > left:        # share of 1 over more classes than pixels left
+            order = np.nonzero(add)[0][:left]
+            add = np.zeros_like(add)
+            add[order] = 1
+        alloc += add
+        left -= int(add.sum())
+        open_ &= alloc < counts
+    return alloc
+
+
+def sample_pixels(labels, num_sample, rng, balance_ratio=BALANCE_RATIO):
+    """Indices (sorted) of the labelled pixels to use, and whether the draw was balanced."""
+    valid = np.nonzero(labels >= 0)[0]
+    if valid.size <= num_sample:
+        return valid, False
+    ids, inverse, counts = np.unique(labels[valid], return_inverse=True, return_counts=True)
+    if counts.max() <= balance_ratio * counts.min():
+        return np.sort(rng.choice(valid, num_sample, replace=False)), False
+    alloc = allocate_balanced(counts, num_sample)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    picks = [rng.choice(valid[order[bounds[k]:bounds[k + 1]]], alloc[k], replace=False)
+             for k in range(ids.size) if alloc[k] > 0]
+    return np.sort(np.concatenate(picks)), True
+
+
+def random_split(n, test_size, rng):
+    """Boolean test mask with round(test_size * n) pixels held out at random."""
+    test = np.zeros(n, dtype=bool)
+    test[rng.permutation(n)[:int(round(test_size * n))]] = True
+    return test
+
+
+def block_split(x, y, block_km, test_size, rng):
+    """Boolean test mask holding out whole block_km tiles until test_size of the pixels."""
+    x = np.nan_to_num(np.asarray(x, dtype=np.float64))
+    y = np.nan_to_num(np.asarray(y, dtype=np.float64))
+    ix = np.floor((x - x.min(initial=0)) / block_km).astype(np.int64)
+    iy = np.floor((y - y.min(initial=0)) / block_km).astype(np.int64)
+    tile = ix * (iy.max(initial=0) + 1) + iy
+    tiles, inverse, counts = np.unique(tile, return_inverse=True, return_counts=True)
+    if tiles.size < 2:
+        raise HotspotError(f"{KEY}blockSize = {block_km:.3g} km puts the whole sample in one tile; "
+                           "expected a smaller tile size (or split = random)")
+    order = rng.permutation(tiles.size)
+    target = test_size * x.size
+    cum = np.cumsum(counts[order])
+    # The tile that crosses the target goes to the test side only if that lands closer to it.
+    k = int(np.searchsorted(cum, target))
+    if k < tiles.size and (k == 0 or abs(cum[k] - target) < abs(cum[k - 1] - target)):
+        k += 1
+    k = min(max(k, 1), tiles.size - 1)
+    held = np.zeros(tiles.size, dtype=bool)
+    held[order[:k]] = True
+    return held[inverse]
+
+
+def auto_block_size(workdir, x, y, log=print):
+    """2 x the covariogram's correlation length; fallback: 1/5 of the scene's extent."""
+    cov = Path(workdir) / COVARIOGRAM_FILE
+    if cov.is_file():
+        length = read_attrs(cov).get("CORRELATION_LENGTH_KM")
+        try:
+            length = float(length)
+        except (TypeError, ValueError):
+            length = None
+        if length and np.isfinite(length) and length > 0:
+            return 2.0 * length, f"2 x CORRELATION_LENGTH_KM of {COVARIOGRAM_FILE}"
+    extent = max(np.nanmax(x) - np.nanmin(x), np.nanmax(y) - np.nanmin(y))
+    size = max(float(extent) / 5.0, 1e-3)
+    log(f"{COVARIOGRAM_FILE} with CORRELATION_LENGTH_KM not found: {KEY}blockSize = "
+        f"{size:.2f} km (1/5 of the scene's extent, fallback)")
+    return size, "fallback: scene extent / 5"
+
+
+def twin_parents(labels, tskm):
+    """Temporal (tskm) cluster of each DBSCAN cluster: the most common tskm label of its pixels."""
+    if tskm is None:
+        return {}
+    sel = (labels > 0) & (tskm >= 0)
+    if not sel.any():
+        return {}
+    pairs, counts = np.unique(np.column_stack([labels[sel], tskm[sel]]), axis=0,
+                              return_counts=True)
+    parent = {}
+    best = {}
+    for (cid, t), c in zip(pairs.tolist(), counts.tolist()):
+        if c > best.get(cid, -1):
+            best[cid], parent[cid] = c, t
+    return parent
+
+
+# ----------------------------------------------------------------- training
+
+@dataclass
+class Sample:
+    index: np.ndarray        # pixel indices in the stack
+    label: np.ndarray        # DBSCAN labels
+    disp: np.ndarray         # (n, T) displacement
+    static: np.ndarray       # (n, 6) raw static features incl. x, y km
+    lon0: float
+    lat0: float
+
+
+def read_sample(stack_file, index, labels):
+    pix = read_pixels(stack_file, list(lm.STACK_STATIC) + ["longitude", "latitude"])
+    lon0 = float(np.nanmean(pix["longitude"]))
+    lat0 = float(np.nanmean(pix["latitude"]))
+    from hotspot.utils.geo import lonlat_to_xy_km
+    xy = lonlat_to_xy_km(pix["longitude"][index], pix["latitude"][index], lon0, lat0)
+    sub = {k: v[index] for k, v in pix.items()}
+    disp = read_rows(stack_file, index)
+    return Sample(index=index, label=labels[index], disp=disp,
+                  static=lm.static_features(sub, xy), lon0=lon0, lat0=lat0)
+
+
+def class_index(class_id, labels):
+    return np.searchsorted(np.asarray(class_id), labels)
+
+
+def fit_model(name, sample, train, settings, dates, class_id, twin_group, rng, log=print):
+    """Fit one model on sample[train]; returns (bundle, history dict, seconds)."""
+    keras = lm._keras()
+    train_rows = np.nonzero(train)[0]
+    prep = lm.Preprocessor.fit(dates, settings.time_step, sample.disp[train_rows],
+                               sample.static[train_rows], sample.lon0, sample.lat0)
+    y = class_index(class_id, sample.label)
+    # Reference pixels (spatial context at predict): the training side of the split.
+    ref_rows = train_rows
+    if ref_rows.size > MAX_REFERENCE:
+        ref_rows = np.sort(rng.choice(ref_rows, MAX_REFERENCE, replace=False))
+    reference = lm.Reference(x=sample.static[ref_rows, -2], y=sample.static[ref_rows, -1],
+                             cls=y[ref_rows])
+    ref_pos = np.full(sample.index.size, -1, dtype=np.int64)
+    ref_pos[ref_rows] = np.arange(ref_rows.size)
+    twins = lm.TwinResolver(group=list(twin_group) if name == "lstm" else [-1] * len(class_id))
+    bundle = lm.ModelBundle(name=name, variant=settings.variant, class_id=list(class_id),
+                            prep=prep, twins=twins, reference=reference)
+    fit_rows = train_rows
+    use_val = settings.patience > 0 and fit_rows.size >= 20
+    val_rows = np.array([], dtype=np.int64)
+    if use_val:
+        perm = rng.permutation(fit_rows)
+        nval = max(1, int(round(VALIDATION_FRACTION * fit_rows.size)))
+        val_rows, fit_rows = np.sort(perm[:nval]), np.sort(perm[nval:])
+    keras.utils.set_random_seed(settings.seed)
+    model = lm.build_model(name, prep.num_steps, sample.static.shape[1] + len(class_id),
+                           len(class_id), settings.variant, seed=settings.seed)
+    lm.compile_model(model, settings.learning_rate)
+    bundle.model = model
+
+    def model_inputs(rows):
+        return bundle.inputs(sample.disp[rows], sample.static[rows], self_index=ref_pos[rows])
+
+    kwargs = {}
+    if use_val:
+        kwargs["validation_data"] = (model_inputs(val_rows), y[val_rows])
+        kwargs["callbacks"] = [keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=settings.patience, restore_best_weights=True)]
+    t0 = time.time()
+    hist = model.fit(model_inputs(fit_rows), y[fit_rows], epochs=settings.epochs,
+                     batch_size=settings.batch_size, shuffle=True, verbose=settings.verbose,
+                     **kwargs)
+    seconds = time.time() - t0
+    history = {k: np.asarray(v, dtype=np.float32) for k, v in hist.history.items()}
+    bundle.train_index = sample.index[train_rows]
+    log(f"{name}: {len(history.get('loss', []))} epochs in {seconds:.1f} s "
+        f"({fit_rows.size} training, {val_rows.size} validation pixels)")
+    return bundle, history, seconds
+
+
+def evaluate(bundle, sample, test, batch_size=4096):
+    """Accuracy, per-class recall and row-normalised confusion on sample[test]."""
+    rows = np.nonzero(test)[0]
+    nclass = len(bundle.class_id)
+    pred, _ = bundle.classify(sample.disp[rows], sample.static[rows], batch_size)
+    truth = class_index(bundle.class_id, sample.label[rows])
+    pred = class_index(bundle.class_id, pred)
+    counts = np.zeros((nclass, nclass), dtype=np.int64)
+    np.add.at(counts, (truth, pred), 1)
+    per_class = counts.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        confusion = counts / per_class[:, None]
+    recall = np.diag(confusion).copy()
+    accuracy = float(np.mean(truth == pred)) if rows.size else float("nan")
+    return {"accuracy": accuracy, "recall": recall, "confusion": confusion, "count": per_class}
+
+
+def twin_recall(recall, group):
+    vals = [r for r, g in zip(recall, group) if g >= 0 and np.isfinite(r)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def train(stack_file, labels, settings, tskm=None, block_size=None, log=print):
+    """Draw the sample, split it, fit and score every model; returns a results dict.
+
+    block_size: km, or None to use 1/5 of the scene's extent. The saved bundle of each model
+    is the one fitted on the first split of settings.splits.
+    """
+    info = read_info(stack_file)
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.shape[0] != info.num_pixel:
+        raise HotspotError(f"{LABEL_FILE}: {labels.shape[0]} labels but {stack_file} has "
+                           f"{info.num_pixel} pixels; run dbscan again on this stack")
+    class_id = [0] + sorted(int(c) for c in np.unique(labels[labels > 0]))
+    if len(class_id) < 2:
+        raise HotspotError(f"{LABEL_FILE}: no cluster (all labels are 0 or -1); nothing to "
+                           "train the classifiers on (check the dbscan step's eps / minSamples)")
+    lm.configure_backend()
+    rng = np.random.default_rng(settings.seed)
+    index, balanced = sample_pixels(labels, settings.num_sample, rng)
+    log(f"training sample: {index.size} pixels of {int((labels >= 0).sum())} labelled, "
+        f"{len(class_id) - 1} clusters + no-cluster class"
+        f"{', class-balanced' if balanced else ''}")
+    sample = read_sample(stack_file, index, labels)
+    source = "given" if block_size else "unused"
+    if block_size is None and "block" in settings.splits:
+        extent = max(np.ptp(sample.static[:, -2]), np.ptp(sample.static[:, -1]))
+        block_size, source = max(float(extent) / 5.0, 1e-3), "fallback: scene extent / 5"
+    masks = {}
+    for split in ("random", "block"):
+        split_rng = np.random.default_rng([settings.seed, 1 if split == "random" else 2])
+        if split in settings.splits:
+            masks[split] = (random_split(index.size, settings.test_size, split_rng)
+                            if split == "random" else
+                            block_split(sample.static[:, -2], sample.static[:, -1], block_size,
+                                        settings.test_size, split_rng))
+    group = lm.twin_groups(class_id, twin_parents(labels, tskm))
+    results = {"sample": sample, "masks": masks, "balanced": balanced, "class_id": class_id,
+               "twin_group": group, "block_size": block_size, "block_source": source,
+               "models": {}}
+    for name in settings.models:
+        res = {"splits": {}, "bundle": None}
+        for split in settings.splits:
+            log(f"--- {name}, {split} split: {int((~masks[split]).sum())} training / "
+                f"{int(masks[split].sum())} test pixels")
+            fit_rng = np.random.default_rng([settings.seed, 3])
+            bundle, history, seconds = fit_model(name, sample, ~masks[split], settings,
+                                                 info.dates, class_id, group, fit_rng, log)
+            bundle.train_stack = {"num_pixel": info.num_pixel, "dates": info.dates,
+                                  "path": str(Path(stack_file).resolve())}
+            scores = evaluate(bundle, sample, masks[split])
+            scores.update(history=history, train_time=seconds, num_train=int((~masks[split]).sum()),
+                          num_test=int(masks[split].sum()), epochs_run=len(history.get("loss", [])),
+                          twin_recall=twin_recall(scores["recall"], group))
+            log(f"{name}, {split} split: test accuracy {100 * scores['accuracy']:.2f} %, "
+                f"twin recall {100 * scores['twin_recall']:.1f} %")
+            res["splits"][split] = scores
+            if res["bundle"] is None:
+                res["bundle"], res["saved_split"] = bundle, split
+        results["models"][name] = res
+    return results
+
+
+# ----------------------------------------------------------------- outputs
+
+def write_results(path, results, attrs):
+    """trainLSTM.h5 (layout in the module docstring), atomically."""
+    import h5py
+    sample, masks = results["sample"], results["masks"]
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            for key, value in attrs.items():
+                f.attrs[key] = _attr_value(value)
+            g = f.create_group("sample")
+            g["index"] = sample.index.astype(np.int64)
+            g["label"] = sample.label.astype(np.int32)
+            for split in ("random", "block"):
+                if split in masks:
+                    g[f"test{split.capitalize()}"] = masks[split]
+            for name, res in results["models"].items():
+                m = f.create_group(name)
+                m["classId"] = np.asarray(results["class_id"], dtype=np.int32)
+                m["twinGroup"] = np.asarray(results["twin_group"], dtype=np.int32)
+                total = 0.0
+                for split, sc in res["splits"].items():
+                    s = m.create_group(split)
+                    s["confusion"] = sc["confusion"].astype(np.float32)
+                    s["recall"] = sc["recall"].astype(np.float32)
+                    s["count"] = sc["count"].astype(np.int64)
+                    h = s.create_group("history")
+                    for metric, values in sc["history"].items():
+                        h[metric] = values
+                    s.attrs.update({"ACCURACY": sc["accuracy"], "TWIN_RECALL": sc["twin_recall"],
+                                    "TRAIN_TIME_S": sc["train_time"], "NUM_TRAIN": sc["num_train"],
+                                    "NUM_TEST": sc["num_test"], "EPOCHS_RUN": sc["epochs_run"]})
+                    m.attrs[f"ACCURACY_{split.upper()}"] = sc["accuracy"]
+                    m.attrs[f"TWIN_RECALL_{split.upper()}"] = sc["twin_recall"]
+                    total += sc["train_time"]
+                m.attrs["TRAIN_TIME_S"] = total
+                m.attrs["SAVED_SPLIT"] = res["saved_split"]
+                m.attrs["MODEL_FILE"] = f"{MODEL_DIR}/{name}.keras"
+    return Path(path)
+
+
+def inputs(ctx):
+    out = [ctx.path(STACK_FILE), ctx.path(LABEL_FILE)]
+    out += [ctx.path(n) for n in (COVARIOGRAM_FILE, TSKM_FILE) if ctx.path(n).is_file()]
+    return out
+
+
+def outputs(ctx):
+    out = [ctx.path(OUTPUT)]
+    for name in model_names(ctx.config):
+        out += [ctx.path(f"{MODEL_DIR}/{name}.keras"), ctx.path(f"{MODEL_DIR}/{name}.json")]
+    return out
+
+
+def _read_tskm(workdir, num_pixel, log):
+    path = Path(workdir) / TSKM_FILE
+    if not path.is_file():
+        log(f"{TSKM_FILE} not found: twin clusters unknown, model lstm gets no twin post-step")
+        return None
+    tskm = read_pixel_label(path)
+    if tskm.shape[0] != num_pixel:
+        log(f"{TSKM_FILE}: {tskm.shape[0]} labels for {num_pixel} pixels, ignored for twins")
+        return None
+    return tskm
+
+
+def run(ctx):
+    settings = read_settings(ctx.config)
+    stack_file, label_file = ctx.path(STACK_FILE), ctx.path(LABEL_FILE)
+    info = read_info(stack_file)
+    if not label_file.is_file():
+        raise HotspotError(f"{label_file}: not found; run the dbscan step first "
+                           "(hotspotApp.py TEMPLATE --dostep dbscan)")
+    labels = read_pixel_label(label_file)
+    tskm = _read_tskm(ctx.workdir, info.num_pixel, ctx.log)
+    block, source = settings.block_size, "template"
+    if "block" not in settings.splits:
+        block, source = None, "unused (no block split)"
+    elif block is None:
+        pix = read_pixels(stack_file, ["longitude", "latitude"])
+        from hotspot.utils.geo import lonlat_to_xy_km
+        x, y = lonlat_to_xy_km(pix["longitude"], pix["latitude"])
+        block, source = auto_block_size(ctx.workdir, x, y, ctx.log)
+    t0 = time.time()
+    results = train(stack_file, labels, settings, tskm=tskm, block_size=block, log=ctx.log)
+    results["block_source"] = source
+    for name, res in results["models"].items():
+        path = res["bundle"].save(ctx.path(f"{MODEL_DIR}/{name}.keras"))
+        ctx.log(f"model written: {path} (+ {lm.sidecar_path(path).name})")
+    attrs = dict(ctx.step_attrs(STEP))
+    attrs.update({"VARIANT": settings.variant, "TIME_STEP": settings.time_step,
+                  "BLOCK_SIZE_KM": results["block_size"] or "none", "BLOCK_SIZE_SOURCE": source,
+                  "NUM_SAMPLE": int(results["sample"].index.size),
+                  "BALANCED": results["balanced"], "MODELS": list(settings.models),
+                  "SPLITS": list(settings.splits), "TRAIN_TIME_S": time.time() - t0,
+                  "BACKEND": lm._keras().backend.backend()})
+    out = write_results(ctx.path(OUTPUT), results, attrs)
+    ctx.log(f"written: {out}")
