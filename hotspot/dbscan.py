@@ -6,8 +6,11 @@ spatio-temporal clusters are numbered 1..M, by parent temporal cluster, then by 
 (largest first), then by their first pixel in stack order; DBSCAN noise -> 0, pixels
 without a temporal cluster keep 0 / -1.
 
-eps (km): `auto` = the correlation length of covariogram.h5, or one value per temporal
-cluster (a single value applies to all).
+eps (km): `auto` = min(the correlation length of covariogram.h5, EPS_SPACING x the
+median nearest-neighbour pixel spacing), or one value per temporal cluster (a single value
+applies to all). The correlation length is the scale of the atmosphere (km); tskm labels
+the band-passed series, so a hotspot is a connected patch of one temporal cluster and eps
+must be a few pixels for a patch of tens of pixels to be a core region (docs/quality.md).
 
 minSamples `auto` rule (scales with pixel density, so that dense scenes do not merge into
 one cluster): with E = the expected number of measured pixels (any temporal cluster)
@@ -44,6 +47,12 @@ CELL_FRACTION = 0.1
 MAX_CELL_FRACTION = 0.5
 CORE_FRACTION = 0.5
 MIN_SAMPLES_FLOOR = 5
+# eps auto is at most this many pixel spacings: tskm labels pixels by their band-passed
+# series, so a hotspot is a connected patch of one temporal cluster among scattered noise
+# pixels; a neighbourhood of ~35 pixels lets a patch of a few tens of pixels be core
+# (minSamples rule) while scattered pixels (one in k of the noise) cannot. The
+# correlation length (several km) is the size of the atmosphere, not of a hotspot.
+EPS_SPACING = 3.5
 # Bytes per neighbour entry, with room for the copies sklearn makes while building lists.
 NEIGHBOUR_BYTES = 16
 MIN_SAMPLES_RULE = (f"max({MIN_SAMPLES_FLOOR}, round({CORE_FRACTION} * E)), E = expected "
@@ -99,7 +108,8 @@ def read_settings(config, num_cluster, workdir):
         from hotspot.covariogram import COV_FILE, read_correlation_length
         length = read_correlation_length(workdir)
         eps = [length] * num_cluster
-        eps_source = f"auto: CORRELATION_LENGTH_KM of {COV_FILE}"
+        eps_source = (f"auto: min(CORRELATION_LENGTH_KM of {COV_FILE}, {EPS_SPACING} x the "
+                      "median pixel spacing)")
     else:
         values = config.get_list(EPS_KEY, float)
         if not all(np.isfinite(v) and v > 0 for v in values):
@@ -136,6 +146,10 @@ def run(ctx):
     y = np.full(lon.size, np.nan)
     if ok.any():
         x[ok], y[ok] = lonlat_to_xy_km(lon[ok], lat[ok])
+    if ctx.config.is_auto(EPS_KEY):
+        spacing = pixel_spacing(x[ok], y[ok], ctx.config.seed)
+        eps = [min(e, EPS_SPACING * spacing) for e in eps]
+        ctx.log(f"median pixel spacing {spacing * 1000:.0f} m -> eps {eps[0]:.3g} km")
     ctx.log(f"DBSCAN of {num_cluster} temporal clusters, eps from {eps_source}, minSamples "
             f"{'auto: ' + MIN_SAMPLES_RULE if min_samples is None else 'from the template'}")
     labels, table = spatial_clusters(x, y, temporal, eps, min_samples,
@@ -155,6 +169,19 @@ def run(ctx):
 
 
 # ---------------------------------------------------------------- pure computation
+def pixel_spacing(x, y, seed=0, num_sample=20000):
+    """Median nearest-neighbour distance (km) of a seeded sample of the points."""
+    from scipy.spatial import cKDTree
+    if x.size < 2:
+        return 1.0
+    tree = cKDTree(np.c_[x, y])
+    pick = np.random.default_rng(seed).choice(x.size, size=min(x.size, num_sample),
+                                              replace=False)
+    dist = tree.query(tree.data[pick], k=2)[0][:, 1]
+    dist = dist[dist > 0]
+    return float(np.median(dist)) if dist.size else 1.0
+
+
 def _cell_index(x, y, size):
     """Integer key of the square cell of side `size` holding each point."""
     cx = np.floor((x - x.min()) / size).astype(np.int64)

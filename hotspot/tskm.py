@@ -3,6 +3,23 @@
 Method (Tiwari & Shirzaei 2024): k-means under soft-DTW (gamma 0.01), k chosen by the
 silhouette score over 2-10. What this step does and why:
 
+Band-pass (method change, docs/quality.md). k-means of the raw series groups pixels by
+what dominates them: ramps, atmosphere and pixel noise, not hotspots (medium hard scene:
+k = 2, 0 of 10 hotspots). The step therefore clusters a filtered copy of the stack,
+written to WORKDIR/hotspotFiltered.h5 (same layout, metres): a moving average over
+~SMOOTH_DAYS (the atmosphere is white in time), then, per epoch on the pixel grid (points
+snapped to cells of their spacing), a difference of Gaussians: sigma NOISE_SIGMA_CELL
+cell (pixel noise) minus sigma BACKGROUND_SIGMA_KM (ramps, common mode, atmosphere and
+regional signal longer than a hotspot). Each series' temporal mean is removed. The spatial
+filter needs whole epochs: the stack is held once in memory (N x T float32).
+Sample: half of it the strongest (RMS) series among SAMPLE_POOL x numSample random
+pixels, half uniform, so that hotspots (a few % of the pixels) get their own centroids.
+normalize auto is zscore (a bowl's pixels share the shape of their
+series, not its amplitude). numCluster auto: the largest k whose silhouette score is at
+least SILHOUETTE_RATIO x the best; on noisy series the silhouette peaks at k = 2 (one
+split of the scene) and is nearly flat beyond, and a surplus cluster costs little as
+dbscan splits space anyway.
+
 Units. The stack is in metres; the fit and the assignment see millimetres (x 1000), the
 units of the paper, so that gamma = 0.01 (mm^2) smooths the soft-min as the paper meant.
 In metres the same gamma is 10^6 times larger relative to the squared differences and
@@ -63,6 +80,12 @@ SILHOUETTE_SAMPLE = 1000     # series scored per k (a 1000 x 1000 distance matri
 BARYCENTER_ITER = 10         # L-BFGS / DBA iterations per k-means iteration (warm start)
 BLOCK_CAP = 500_000          # pixels per assignment block: progress output and dask tasks
 KEY = "hotspot.tskm."
+FILTER_FILE = "hotspotFiltered.h5"
+SMOOTH_DAYS = 100.0          # temporal moving-average window (atmosphere is white in time)
+NOISE_SIGMA_CELL = 1.0       # spatial low-pass (Gaussian sigma, grid cells): pixel noise
+BACKGROUND_SIGMA_KM = 2.0    # spatial high-pass (Gaussian sigma, km): ramps, atmosphere
+SAMPLE_POOL = 10             # stratified sample: candidates per sample series
+SILHOUETTE_RATIO = 0.7       # numCluster auto: largest k scoring >= this x the best score
 
 
 # ---------------------------------------------------------------- configuration
@@ -255,7 +278,8 @@ class TSKMeans:
     def __init__(self, metric="softdtw", gamma=0.01, band_radius=None, normalize="none",
                  n_clusters="auto", k_range=(2, 10), max_iter=20, seed=0,
                  fit_length=FIT_LENGTH, silhouette_sample=SILHOUETTE_SAMPLE,
-                 max_iter_barycenter=BARYCENTER_ITER, log=print):
+                 max_iter_barycenter=BARYCENTER_ITER, silhouette_ratio=SILHOUETTE_RATIO,
+                 log=print):
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}")
         if normalize not in NORMALIZE:
@@ -271,6 +295,7 @@ class TSKMeans:
         self.fit_length = int(fit_length)
         self.silhouette_sample = int(silhouette_sample)
         self.max_iter_barycenter = int(max_iter_barycenter)
+        self.silhouette_ratio = float(silhouette_ratio)
         self.log = log
 
     def _fit_space(self, X):
@@ -326,8 +351,14 @@ class TSKMeans:
         self.silhouette_score_ = np.array(scores, dtype=np.float64)
         if len(ks) > 1:
             finite = np.where(np.isfinite(self.silhouette_score_), self.silhouette_score_, -np.inf)
-            best = ks[int(np.argmax(finite))]
-            self.log(f"tskm: numCluster = auto -> {best} (highest silhouette score)")
+            # On noisy series the silhouette is flat beyond k = 2 (differences of a few
+            # 0.01) and its maximum merges distinct hotspot behaviours; a surplus cluster
+            # costs little (dbscan splits space anyway), a missing one loses hotspots.
+            top = finite.max()
+            close = np.nonzero(finite >= (self.silhouette_ratio * top if top > 0 else top))[0]
+            best = ks[int(close.max())]
+            self.log(f"tskm: numCluster = auto -> {best} (largest k with a silhouette score "
+                     f">= {self.silhouette_ratio} x the highest)")
         else:
             best = ks[0]
         if models.get(best) is None:
@@ -381,6 +412,134 @@ def assign_rows(X_m, params):
         labels[ok] = lab + 1
         dist[ok] = d
     return labels, dist
+
+
+# ---------------------------------------------------------------- signal band-pass
+def smooth_window(dates):
+    """Odd number of epochs spanning about SMOOTH_DAYS at the median sampling interval."""
+    from hotspot.utils.stack import decimal_years
+    years = decimal_years(dates)
+    if years.size < 3:
+        return 1
+    step = float(np.median(np.diff(years))) * 365.25
+    width = int(round(SMOOTH_DAYS / max(step, 1e-6)))
+    width = max(1, min(width, years.size // 4))
+    return width if width % 2 else width + 1
+
+
+def pixel_grid(stack_file, info, seed=0):
+    """(row, col, shape, cell km) of every pixel on a regular grid.
+
+    Gridded stacks use their raster; point stacks are snapped to square cells of the
+    median nearest-neighbour spacing (several points in a cell share its value).
+    """
+    from scipy.spatial import cKDTree
+
+    from hotspot.utils.geo import lonlat_to_xy_km
+    from hotspot.utils.stack import read_pixels
+    px = read_pixels(stack_file, ["longitude", "latitude", "row", "col"])
+    ok = np.isfinite(px["longitude"]) & np.isfinite(px["latitude"])
+    x = np.zeros(info.num_pixel)
+    y = np.zeros(info.num_pixel)
+    x[ok], y[ok] = lonlat_to_xy_km(px["longitude"][ok], px["latitude"][ok])
+    rng = np.random.default_rng(seed)
+    pick = np.nonzero(ok)[0]
+    pick = pick[rng.choice(pick.size, size=min(pick.size, 20000), replace=False)]
+    tree = cKDTree(np.c_[x[ok], y[ok]])
+    nn = tree.query(np.c_[x[pick], y[pick]], k=2)[0][:, 1]
+    nn = nn[nn > 0]
+    cell = float(np.median(nn)) if nn.size else 1.0
+    row, col = px["row"].astype(np.int64), px["col"].astype(np.int64)
+    if not (info.is_grid and (row >= 0).all() and (col >= 0).all()):
+        row = np.floor((y.max() - y) / cell).astype(np.int64)
+        col = np.floor((x - x.min()) / cell).astype(np.int64)
+    shape = (int(row.max()) + 1, int(col.max()) + 1)
+    return row, col, shape, cell
+
+
+def bandpass(series_mm, row, col, shape, cell_km, window, overwrite=False):
+    """Temporal moving average, then a spatial difference of Gaussians, of (n, T) series.
+
+    The hotspot scale (hundreds of metres to a few km) passes; pixel noise (spatially
+    white), atmosphere and ramps (spatially long, temporally white) are suppressed.
+    Each series' temporal mean is removed. NaN rows stay NaN; they do not enter the
+    spatial averages (normalised convolution). overwrite=True filters a float32 array in
+    place (no copy of the stack).
+    """
+    from scipy.ndimage import gaussian_filter, uniform_filter1d
+    X = np.asarray(series_mm, dtype=np.float32)
+    if not overwrite and X is series_mm:
+        X = X.copy()
+    ok = np.isfinite(X).all(axis=1)
+    X[~ok] = 0.0
+    if window > 1:
+        uniform_filter1d(X, window, axis=1, mode="nearest", output=X)
+    X -= X.mean(axis=1, keepdims=True)
+    r, c = row[ok], col[ok]
+    flat = r * shape[1] + c
+    size = shape[0] * shape[1]
+    weight = np.bincount(flat, minlength=size).astype(np.float32).reshape(shape)
+    s2 = BACKGROUND_SIGMA_KM / cell_km
+    w1 = np.maximum(gaussian_filter(weight, NOISE_SIGMA_CELL)[r, c], 1e-6)
+    w2 = np.maximum(gaussian_filter(weight, s2)[r, c], 1e-6)
+    for t in range(X.shape[1]):
+        grid = np.bincount(flat, weights=X[ok, t], minlength=size).astype(np.float32)
+        grid = grid.reshape(shape)
+        X[ok, t] = (gaussian_filter(grid, NOISE_SIGMA_CELL)[r, c] / w1
+                    - gaussian_filter(grid, s2)[r, c] / w2)
+    X[~ok] = np.nan
+    return X
+
+
+def filter_stack(stack_file, out_file, max_memory, seed=0, log=print):
+    """Write the band-passed stack (metres, same layout as hotspotStack.h5) to out_file.
+
+    The spatial filter needs whole epochs: the series are held in memory once
+    (N x T float32) and the rasters are filtered one epoch at a time.
+    """
+    from hotspot.utils.stack import StackWriter, read_pixels
+    info = read_info(stack_file)
+    row, col, shape, cell = pixel_grid(stack_file, info, seed)
+    window = smooth_window(info.dates)
+    need = info.num_pixel * info.num_date * 4 / 1024 ** 3
+    log(f"tskm: band-pass of the series: {window}-epoch moving average, difference of "
+        f"Gaussians {NOISE_SIGMA_CELL * cell * 1000:.0f} m - {BACKGROUND_SIGMA_KM} km on a "
+        f"{shape[0]} x {shape[1]} grid of {cell * 1000:.0f} m ({need:.2f} GB in memory"
+        + (f", above maxMemory {max_memory} GB" if need > max_memory else "") + ")")
+    t0 = time.time()
+    data = np.empty((info.num_pixel, info.num_date), dtype=np.float32)
+    size = block_size(info.num_date, max_memory, copies=4, cap=BLOCK_CAP)
+    for s, e in iter_blocks(info.num_pixel, size):
+        data[s:e] = _read_block(stack_file, s, e)
+    data *= np.float32(UNIT_SCALE)
+    bandpass(data, row, col, shape, cell, window, overwrite=True)
+    data /= np.float32(UNIT_SCALE)
+    pos = read_pixels(stack_file, ["longitude", "latitude"])
+    attrs = {"FILTER": f"moving average {window} epochs; difference of Gaussians "
+                       f"sigma {NOISE_SIGMA_CELL} cell - {BACKGROUND_SIGMA_KM} km",
+             "SOURCE_FILE": str(stack_file)}
+    with StackWriter(out_file, info.num_pixel, info.dates, attrs) as w:
+        for s, e in iter_blocks(info.num_pixel, size):
+            w.write_block(s, displacement=data[s:e], latitude=pos["latitude"][s:e],
+                          longitude=pos["longitude"][s:e])
+    log(f"tskm: filtered {info.num_pixel} series in {time.time() - t0:.1f} s -> {out_file}")
+    return out_file
+
+
+def draw_stratified_sample(stack_file, n_sample, seed):
+    """Half the sample: the series of largest RMS among SAMPLE_POOL x n_sample random
+    pixels (hotspots are a few % of a scene; a uniform sample holds too few of them to
+    get their own centroids); the other half: uniform among the rest of the pool."""
+    idx, rows = draw_sample(stack_file, SAMPLE_POOL * n_sample, seed)
+    if idx.size <= n_sample:
+        return idx, rows
+    rms = np.sqrt(np.mean(rows.astype(np.float64) ** 2, axis=1))
+    order = np.argsort(-rms, kind="stable")
+    top = order[:n_sample // 2]
+    rng = np.random.default_rng(seed)
+    rest = rng.choice(order[n_sample // 2:], size=n_sample - top.size, replace=False)
+    pick = rng.permutation(np.r_[top, rest])
+    return idx[pick], rows[pick]
 
 
 # ---------------------------------------------------------------- I/O around the estimator
@@ -481,7 +640,7 @@ def inputs(ctx):
 
 
 def outputs(ctx):
-    return [ctx.path(OUT_FILE)]
+    return [ctx.path(OUT_FILE), ctx.path(FILTER_FILE)]
 
 
 def run(ctx):
@@ -491,8 +650,14 @@ def run(ctx):
     info = read_info(stack_file)
     if info.num_pixel <= 2:
         raise HotspotError(f"{stack_file}: {info.num_pixel} pixels, too few to cluster")
+    # the clustering sees the band-passed series (module docstring); labels are per pixel
+    # of the stack, in the same order
+    source_file = stack_file
+    stack_file = filter_stack(source_file, ctx.path(FILTER_FILE), ctx.config.max_memory,
+                              seed=ctx.config.seed, log=ctx.log)
     t0 = time.time()
-    sample_idx, sample_m = draw_sample(stack_file, settings["n_sample"], settings["seed"])
+    sample_idx, sample_m = draw_stratified_sample(stack_file, settings["n_sample"],
+                                                  settings["seed"])
     kmax = settings["n_clusters"] if settings["n_clusters"] != "auto" else settings["k_range"][0]
     if sample_idx.size <= kmax:
         raise HotspotError(f"{stack_file}: only {sample_idx.size} pixels with a complete time "
@@ -510,7 +675,7 @@ def run(ctx):
                                 num_worker, config_name, log=ctx.log)
     ctx.log(f"tskm: {info.num_pixel} pixels assigned to {est.n_clusters_} clusters in "
             f"{time.time() - t0:.1f} s")
-    write_output(ctx.path(OUT_FILE), stack_file, info, est, labels, dist, sample_idx,
+    write_output(ctx.path(OUT_FILE), source_file, info, est, labels, dist, sample_idx,
                  settings, ctx.step_attrs("tskm"))
     ctx.log(f"tskm: wrote {ctx.path(OUT_FILE)}")
 

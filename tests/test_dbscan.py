@@ -117,6 +117,36 @@ def test_eps_per_cluster_and_auto_from_covariogram(tmp_path):
     assert table["parentCluster"].tolist() == [1, 1, 2]
 
 
+def test_auto_eps_capped_by_pixel_spacing_finds_small_patches(tmp_path):
+    # a correlation length of 5 km (the atmosphere) against patches of ~50 pixels: eps
+    # auto is EPS_SPACING pixel spacings, so each patch is a core region of its own and the
+    # scattered pixels of the same temporal cluster (1 in 8) stay noise
+    ny, nx = 60, 120
+    r_km, c_km = grid_stack(tmp_path / "hotspotStack.h5", ny, nx)
+    rng = np.random.default_rng(0)
+    temporal = rng.integers(2, 10, ny * nx).astype(np.int32)
+    centres = ((2.0, 2.0), (2.0, 5.0), (4.0, 9.0))
+    for cy, cx in centres:
+        temporal[np.hypot(r_km - cy, c_km - cx) < 0.4] = 1
+    write_label_file(tmp_path / "clusterTSKM.h5", temporal, tmp_path / "hotspotStack.h5",
+                     attrs={"NUM_CLUSTER": 9})
+    write_h5(tmp_path / "covariogram.h5", {"distance": np.arange(3.0)},
+             {"CORRELATION_LENGTH_KM": 5.0, "FIT_STATUS": "ok"})
+    db.run(context(tmp_path, **{"hotspot.dbscan.eps": "auto"}))
+    labels = read_pixel_label(tmp_path / "clusterDBSCAN.h5")
+    table, attrs = read_table(tmp_path / "clusterDBSCAN.h5")
+    assert db.pixel_spacing(c_km, r_km) == pytest.approx(DX_KM, rel=0.01)
+    np.testing.assert_allclose(table["temporalEps"], db.EPS_SPACING * DX_KM, rtol=0.01)
+    assert "spacing" in attrs["EPS_SOURCE"]
+    patch_ids = []
+    for cy, cx in centres:
+        inside = labels[np.hypot(r_km - cy, c_km - cx) < 0.4]
+        assert np.unique(inside).size == 1 and inside[0] > 0
+        patch_ids.append(inside[0])
+    assert len(set(patch_ids)) == 3 and table["parentCluster"].tolist()[:3] == [1, 1, 1]
+    assert np.sum(table["parentCluster"] == 1) == 3       # no cluster of scattered pixels
+
+
 def test_auto_eps_without_covariogram_is_clear(tmp_path):
     twins_scene(tmp_path)
     with pytest.raises(HotspotError, match="covariogram"):

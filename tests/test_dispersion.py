@@ -241,8 +241,11 @@ def test_correlated_noise_scene_weak_hotspots_kept_background_patches_dropped(tm
         found += int(table["isHotspot"][:2].sum())
         false_signal += int(table["isHotspot"][2:].sum())
         false_velocity += int((table["pValueVelocity"][2:] < 0.05).sum())
-    assert found == 6                       # the weak seasonal and the linear hotspot, 3 times
-    assert false_signal <= 6                # of 60 background patches (the paper keeps all 60)
+    # the weak seasonal and the linear hotspot, 3 times; the family-wise (Bonferroni) level
+    # over the 22 candidates loses the weakest seasonal one (p = 0.015 at seed 1) and
+    # keeps at most one of the 60 background patches (the paper keeps all 60)
+    assert found >= 5
+    assert false_signal <= 1
     assert false_velocity >= 15             # a velocity-only test keeps the trend's patches
 
 
@@ -385,3 +388,24 @@ def test_lstm_labels_preferred_and_no_cluster_case(tmp_path):
     with h5py.File(tmp_path / "hotspot.h5") as f:
         assert f["hotspotId"].shape == (0,)
         assert set(np.unique(f["hotspot"][:])) == {-1, 0}
+
+
+def test_empirical_null_drops_bulk_keeps_outliers():
+    rng = np.random.default_rng(5)
+    noise = np.full(200, 0.002)
+    signal = 0.002 * np.exp(rng.normal(np.log(0.25), 0.3, 200))     # the bulk: noise patches
+    signal[:3] = 0.002 * np.array([1.5, 2.0, 3.0])                    # three real hotspots
+    table = {"standardDistance": np.full(200, 0.5), "numPixel": np.full(200, 50),
+             "pValue": np.full(200, 1e-12), "signalRms": signal, "noiseLevel": noise}
+    out = disp.select_hotspots(table, max_sd=1.0, min_pixel=20, alpha=0.05,
+                               drop_insignificant=True)
+    assert out["isHotspot"][:3].all()
+    assert out["isHotspot"][3:].sum() <= 0.02 * 197
+    # too few candidates for an empirical null: the F-test alone decides
+    few = {k: v[:20] for k, v in table.items()}
+    assert disp.select_hotspots(few, 1.0, 20, 0.05, True)["isHotspot"].all()
+    # Bonferroni: p = 1e-3 passes alone (0.05 / 1) but not among 200 candidates
+    table["pValue"][:3] = 1e-3
+    assert not disp.select_hotspots(table, 1.0, 20, 0.05, True)["isHotspot"][:3].any()
+    single = {k: v[:1] for k, v in table.items()}
+    assert disp.select_hotspots(single, 1.0, 20, 0.05, True)["isHotspot"][0]

@@ -12,7 +12,7 @@ from hotspot import tskm
 from hotspot.hotspotApp import StepContext
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.labels import read_pixel_label
-from hotspot.utils.stack import write_stack
+from hotspot.utils.stack import decimal_years, read_info, write_stack
 from hotspot.utils.template import config_from_dict
 
 NY, NX, T = 30, 40, 48
@@ -73,7 +73,7 @@ def test_bad_template_values_name_the_key(key, value, match):
 
 def test_default_settings():
     s = tskm.read_settings(config_from_dict())
-    assert s == {"metric": "softdtw", "gamma": 0.01, "band_radius": None, "normalize": "none",
+    assert s == {"metric": "softdtw", "gamma": 0.01, "band_radius": None, "normalize": "zscore",
                  "n_clusters": "auto", "k_range": (2, 10), "n_sample": 2000, "max_iter": 20,
                  "seed": 0}
     assert tskm.read_compute(config_from_dict()) == ("none", "4", None)
@@ -128,8 +128,10 @@ def test_estimator_picks_k_and_orders_clusters():
     C = patterns_mm(120)
     lab = rng.integers(0, 4, 400)
     X = C[lab] + rng.normal(0, 2, (400, 120))
+    # silhouette_ratio=1.0: the paper's rule (highest score) on clean, well-separated series
     est = tskm.TSKMeans(metric="softdtw", n_clusters="auto", k_range=(2, 6), max_iter=10,
-                        fit_length=40, silhouette_sample=200, log=lambda m: None).fit(X)
+                        silhouette_ratio=1.0, fit_length=40, silhouette_sample=200,
+                        log=lambda m: None).fit(X)
     assert est.n_clusters_ == 4
     assert est.fit_length_ == 40
     np.testing.assert_array_equal(est.silhouette_k_, [2, 3, 4, 5, 6])
@@ -143,7 +145,8 @@ def test_estimator_picks_k_and_orders_clusters():
     assert np.all(dist > 0)
     # same seed, same result
     again = tskm.TSKMeans(metric="softdtw", n_clusters="auto", k_range=(2, 6), max_iter=10,
-                          fit_length=40, silhouette_sample=200, log=lambda m: None).fit(X)
+                          silhouette_ratio=1.0, fit_length=40, silhouette_sample=200,
+                        log=lambda m: None).fit(X)
     np.testing.assert_array_equal(again.centroids_, est.centroids_)
 
 
@@ -160,27 +163,54 @@ def test_silhouette_matrix_is_tslearns():
 
 
 # ---------------------------------------------------------------- the step
-def test_run_writes_label_file(stack_dir):
-    workdir, zone, valid = stack_dir
+def make_hotspot_stack(path, seed=0, size=40, nan_pixels=5):
+    """A grid stack in metres: noise, a per-epoch ramp and three compact patches (discs of
+    radius 5 pixels) of patterns 0, 2 and 3 (distinct shapes: zscore ignores amplitude);
+    zone = 0 background, 1..3 the discs."""
+    rng = np.random.default_rng(seed)
+    row, col = (a.ravel() for a in np.mgrid[:size, :size])
+    centres = [(10, 10), (10, 30), (30, 20)]
+    zone = np.zeros(row.size, dtype=int)
+    for k, (r0, c0) in enumerate(centres, 1):
+        zone[(row - r0) ** 2 + (col - c0) ** 2 <= 25] = k
+    pattern = np.vstack([np.zeros(T), patterns_mm()[[0, 2, 3]]])
+    ramp = rng.normal(0, 5, T)[None] * (col[:, None] / size - 0.5)
+    disp = (pattern[zone] + ramp + rng.normal(0, 2, (row.size, T))) / 1000.0
+    disp[:, 0] = 0
+    disp[rng.choice(row.size, nan_pixels, replace=False), 3] = np.nan
+    attrs = {"GRID": "yes", "LENGTH": size, "WIDTH": size, "X_FIRST": -118.0, "Y_FIRST": 34.0,
+             "X_STEP": 0.001, "Y_STEP": -0.001, "X_UNIT": "degrees", "Y_UNIT": "degrees"}
+    dates = [f"{2016 + k // 12}{k % 12 + 1:02d}15" for k in range(T)]
+    write_stack(path, disp, dates, 34 - row * 0.001, -118 + col * 0.001, attrs=attrs, row=row,
+                col=col)
+    return zone, np.isfinite(disp).all(axis=1)
+
+
+def test_run_writes_label_file(tmp_path):
+    zone, valid = make_hotspot_stack(tmp_path / "hotspotStack.h5")
+    workdir = tmp_path
     ctx = context(workdir)
     assert tskm.inputs(ctx) == [workdir / "hotspotStack.h5"]
-    assert tskm.outputs(ctx) == [workdir / "clusterTSKM.h5"]
+    assert tskm.outputs(ctx) == [workdir / "clusterTSKM.h5", workdir / "hotspotFiltered.h5"]
     tskm.run(ctx)
     out = workdir / "clusterTSKM.h5"
     labels = read_pixel_label(out)
     assert np.all(labels[~valid] == -1)
-    assert adjusted_rand_score(zone[valid], labels[valid]) == 1.0
+    # each compact patch is one temporal cluster, a different one for each pattern
+    majority = []
+    for k in (1, 2, 3):
+        members = labels[(zone == k) & valid]
+        values, counts = np.unique(members, return_counts=True)
+        majority.append(values[np.argmax(counts)])
+        assert counts.max() >= 0.9 * members.size, (k, values, counts)
+    assert len(set(majority)) == 3
     with h5py.File(out, "r") as f:
         attrs = dict(f.attrs)
-        assert f["label"].shape == (NY, NX)
+        assert f["label"].shape == (40, 40)
         np.testing.assert_array_equal(f["label"][:].ravel(), labels)
         k = int(attrs["NUM_CLUSTER"])
-        assert k == 4 and set(np.unique(labels[valid])) == {1, 2, 3, 4}
-        centroid = f["centroid"][:]
-        assert centroid.shape == (4, T)
-        # metres, ordered by final value, close to the true patterns
-        np.testing.assert_allclose(centroid[:, -1], np.sort(patterns_mm()[:, -1]) / 1000,
-                                   atol=0.002)
+        assert set(np.unique(labels[valid])) == set(range(1, k + 1))
+        assert f["centroid"].shape == (k, T) and attrs["CENTROID_UNIT"] == "1"
         assert f["date"].shape == (T,)
         np.testing.assert_array_equal(f["silhouetteK"][:], [2, 3, 4, 5])
         assert f["silhouetteScore"].shape == (4,)
@@ -191,11 +221,72 @@ def test_run_writes_label_file(stack_dir):
         assert f["clusterSize"][:].sum() == valid.sum()
         assert attrs["METRIC"] == "softdtw" and attrs["SEED"] == 0
         assert float(attrs["GAMMA"]) == 0.01 and attrs["FIT_UNIT"] == "mm"
-        assert attrs["hotspot.tskm.numSample"] == "300"
+        assert attrs["hotspot.tskm.numSample"] == "300" and attrs["NORMALIZE"] == "zscore"
     # same input + same seed = same labels
     first = labels.copy()
     tskm.run(ctx)
     np.testing.assert_array_equal(read_pixel_label(out), first)
+
+
+def test_bandpass_removes_ramp_and_noise_keeps_patch():
+    rng = np.random.default_rng(4)
+    size, t = 60, 40
+    row, col = (a.ravel() for a in np.mgrid[:size, :size])
+    patch = ((row - 30) ** 2 + (col - 30) ** 2 <= 16).astype(float)
+    years = np.linspace(0, 3, t)
+    ramp = rng.normal(0, 20, t)[None] * (col[:, None] / size - 0.5)   # mm, white in time
+    signal = -10 * patch[:, None] * years[None]
+    noise = rng.normal(0, 3, (row.size, t))
+    out = tskm.bandpass(ramp + signal + noise, row, col, (size, size), 0.1, window=5)
+    inside, outside = out[patch > 0], out[patch == 0]
+    assert np.sqrt(np.mean(outside ** 2)) < 0.2 * np.sqrt(np.mean(inside ** 2))
+    # the patch keeps its shape: strongly correlated with the true history
+    assert np.corrcoef(inside.mean(0), years)[0, 1] < -0.99
+    # NaN rows stay NaN and do not spread
+    data = ramp + signal + noise
+    data[5, 3] = np.nan
+    out2 = tskm.bandpass(data, row, col, (size, size), 0.1, window=5)
+    assert np.isnan(out2[5]).all() and np.isfinite(np.delete(out2, 5, axis=0)).all()
+
+
+def test_smooth_window_and_point_grid(tmp_path):
+    assert tskm.smooth_window(["20200101", "20200201"]) == 1      # too short to smooth
+    days = [f"2020{m:02d}{d:02d}" for m in range(1, 13) for d in (1, 13, 25)]
+    w = tskm.smooth_window(days)
+    step = np.median(np.diff(decimal_years(days))) * 365.25
+    assert w % 2 == 1 and abs(w * step - tskm.SMOOTH_DAYS) <= 2 * step
+    # points (no raster) are snapped to cells of their spacing: one point per cell here
+    rng = np.random.default_rng(0)
+    r, c = (a.ravel() for a in np.mgrid[:20, :25])
+    lat, lon = 34 - r * 0.001, -118 + c * 0.001
+    write_stack(tmp_path / "p.h5", rng.normal(size=(r.size, 6)) * 1e-3,
+                [f"2020010{d}" for d in range(1, 7)], lat, lon)
+    row, col, shape, cell = tskm.pixel_grid(tmp_path / "p.h5", read_info(tmp_path / "p.h5"))
+    assert cell == pytest.approx(0.0925, rel=0.05)
+    assert np.unique(row * shape[1] + col).size == r.size
+
+
+def test_stratified_sample_prefers_signal(stack_dir):
+    workdir, zone, valid = stack_dir
+    stack = workdir / "hotspotStack.h5"
+    idx, rows = tskm.draw_stratified_sample(stack, 100, seed=0)
+    assert idx.size == 100 and np.unique(idx).size == 100 and valid[idx].all()
+    # zone 0 (-25 mm/yr) has the largest RMS: half the sample is the strongest series
+    assert np.mean(zone[idx] == 0) > 0.5
+    again = tskm.draw_stratified_sample(stack, 100, seed=0)[0]
+    np.testing.assert_array_equal(idx, again)
+
+
+def test_auto_k_takes_largest_k_near_best_silhouette(stack_dir):
+    workdir, zone, valid = stack_dir
+    _, rows = tskm.draw_sample(workdir / "hotspotStack.h5", 300, seed=0)
+    est = tskm.TSKMeans(metric="euclidean", k_range=(2, 6), silhouette_ratio=1.0,
+                        log=lambda m: None).fit(rows * 1000)
+    scores = est.silhouette_score_
+    assert est.n_clusters_ == est.silhouette_k_[int(np.nanargmax(scores))]
+    wide = tskm.TSKMeans(metric="euclidean", k_range=(2, 6), silhouette_ratio=0.0,
+                         log=lambda m: None).fit(rows * 1000)
+    assert wide.n_clusters_ == 6
 
 
 def test_run_fixed_k_euclidean_zscore(stack_dir):
