@@ -6,8 +6,8 @@ spatio-temporal clusters are numbered 1..M, by parent temporal cluster, then by 
 (largest first), then by their first pixel in stack order; DBSCAN noise -> 0, pixels
 without a temporal cluster keep 0 / -1.
 
-eps (km): `auto` = min(the correlation length of covariogram.h5, EPS_SPACING x the
-median nearest-neighbour pixel spacing), or one value per temporal cluster (a single value
+eps (km): `auto` = min(the correlation length of covariogram.h5, max(EPS_SPACING x the
+median nearest-neighbour pixel spacing, EPS_MIN_KM)), or one value per temporal cluster (a single value
 applies to all). The correlation length is the scale of the atmosphere (km); tskm labels
 the band-passed series, so a hotspot is a connected patch of one temporal cluster and eps
 must be a few pixels for a patch of tens of pixels to be a core region (docs/quality.md).
@@ -53,6 +53,12 @@ MIN_SAMPLES_FLOOR = 5
 # (minSamples rule) while scattered pixels (one in k of the noise) cannot. The
 # correlation length (several km) is the size of the atmosphere, not of a hotspot.
 EPS_SPACING = 3.5
+# ... but not below this (km): on a dense grid (55 m at Los Angeles scale) 3.5 spacings is
+# 0.19 km, smaller than the residual atmosphere's patches, and the background of each
+# temporal cluster shattered into thousands of clusters (5531 at 3 M pixels, measured),
+# more than a classifier can learn. 0.5 km is the medium scene's 3.5 spacings (where the
+# rule was tuned) and the smallest hotspot radius the simulator draws.
+EPS_MIN_KM = 0.5
 # Bytes per neighbour entry, with room for the copies sklearn makes while building lists.
 NEIGHBOUR_BYTES = 16
 MIN_SAMPLES_RULE = (f"max({MIN_SAMPLES_FLOOR}, round({CORE_FRACTION} * E)), E = expected "
@@ -148,8 +154,9 @@ def run(ctx):
         x[ok], y[ok] = lonlat_to_xy_km(lon[ok], lat[ok])
     if ctx.config.is_auto(EPS_KEY):
         spacing = pixel_spacing(x[ok], y[ok], ctx.config.seed)
-        eps = [min(e, EPS_SPACING * spacing) for e in eps]
-        ctx.log(f"median pixel spacing {spacing * 1000:.0f} m -> eps {eps[0]:.3g} km")
+        eps = [min(e, max(EPS_SPACING * spacing, EPS_MIN_KM)) for e in eps]
+        ctx.log(f"median pixel spacing {spacing * 1000:.0f} m -> eps {eps[0]:.3g} km "
+                f"(correlation length, at most max({EPS_SPACING} spacings, {EPS_MIN_KM} km))")
     ctx.log(f"DBSCAN of {num_cluster} temporal clusters, eps from {eps_source}, minSamples "
             f"{'auto: ' + MIN_SAMPLES_RULE if min_samples is None else 'from the template'}")
     labels, table = spatial_clusters(x, y, temporal, eps, min_samples,

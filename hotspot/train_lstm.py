@@ -17,6 +17,12 @@ Protocol
   not seen. split = both fits once per split; the saved model is the random-split one.
 - Early stopping watches the loss on 10 % of the training pixels (never the test pixels);
   the best weights are kept. patience = 0 turns early stopping off.
+- maxClass: with more clusters than this, only the maxClass clusters of strongest signal
+  (mean RMS of their pixels' band-passed series, hotspotFiltered.h5 of the tskm step, or of
+  the mean-removed displacement without it) are classes; the other clusters' pixels join
+  the no-cluster class. At Los Angeles scale dbscan gave 1,491-5,531 clusters: 20,000
+  training pixels are 4-13 per class, too few to learn any (measured: 0.1 % accuracy,
+  and a 5,531-wide softmax took 18 GB in predict).
 - Twins (clusters of one temporal cluster split by DBSCAN) are found from
   clusterTSKM.h5; lstmPerceptron separates them by the position among its static inputs,
   lstm (series only) by the nearest-training-pixel post-step (lstm_models.TwinResolver).
@@ -51,6 +57,7 @@ STEP = "train_lstm"
 OUTPUT = "trainLSTM.h5"
 LABEL_FILE = "clusterDBSCAN.h5"
 TSKM_FILE = "clusterTSKM.h5"
+FILTER_FILE = "hotspotFiltered.h5"
 COVARIOGRAM_FILE = "covariogram.h5"
 MODEL_DIR = "model"
 BALANCE_RATIO = 10          # largest / smallest class above which the sample is balanced
@@ -72,6 +79,7 @@ class TrainSettings:
     batch_size: int = 256
     learning_rate: float = 1e-3
     patience: int = 5
+    max_class: int = 1000
     seed: int = 0
     verbose: int = 2
 
@@ -104,6 +112,7 @@ def read_settings(config):
         batch_size=config.get_int(KEY + "batchSize", min_value=1),
         learning_rate=config.get_float(KEY + "learningRate", min_value=1e-12),
         patience=config.get_int(KEY + "patience", min_value=0),
+        max_class=config.get_int(KEY + "maxClass", min_value=1),
         seed=config.seed)
 
 
@@ -143,6 +152,44 @@ def sample_pixels(labels, num_sample, rng, balance_ratio=BALANCE_RATIO):
     picks = [rng.choice(valid[order[bounds[k]:bounds[k + 1]]], alloc[k], replace=False)
              for k in range(ids.size) if alloc[k] > 0]
     return np.sort(np.concatenate(picks)), True
+
+
+def cluster_signal(series_file, labels, max_memory=4.0):
+    """Mean over each cluster's pixels of the RMS of the mean-removed series (m), indexed
+    by cluster id (0..max id); one pass over series_file in blocks."""
+    from hotspot.utils.stack import block_size, iter_blocks
+    info = read_info(series_file)
+    labels = np.asarray(labels, dtype=np.int64)
+    size = max(int(labels.max()) + 1, 1)
+    total = np.zeros(size)
+    count = np.zeros(size)
+    step = block_size(info.num_date, max_memory, copies=3)
+    for s, e in iter_blocks(info.num_pixel, step):
+        lab = labels[s:e]
+        keep = lab > 0
+        if not keep.any():
+            continue
+        rows = read_pixels(series_file, ["displacement"], s, e)["displacement"][keep]
+        rows = rows.astype(np.float64)
+        rms = np.sqrt(np.nanmean((rows - np.nanmean(rows, axis=1, keepdims=True)) ** 2, axis=1))
+        ok = np.isfinite(rms)
+        total += np.bincount(lab[keep][ok], rms[ok], size)
+        count += np.bincount(lab[keep][ok], minlength=size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, 0.0)
+
+
+def limit_classes(labels, max_class, series_file, max_memory=4.0, log=print):
+    """labels with only the max_class clusters of strongest signal kept (others -> 0)."""
+    ids = np.unique(labels[labels > 0])
+    if ids.size <= max_class:
+        return labels
+    signal = cluster_signal(series_file, labels, max_memory)[ids]
+    keep = ids[np.argsort(-signal, kind="stable")[:max_class]]
+    log(f"{ids.size} clusters > maxClass {max_class}: the {max_class} of strongest signal "
+        f"(mean RMS >= {1000 * np.sort(signal)[-max_class]:.2f} mm in {Path(series_file).name}) "
+        "are classes, the others join the no-cluster class")
+    return np.where(np.isin(labels, keep) | (labels <= 0), labels, 0)
 
 
 def random_split(n, test_size, rng):
@@ -416,7 +463,8 @@ def write_results(path, results, attrs):
 
 def inputs(ctx):
     out = [ctx.path(STACK_FILE), ctx.path(LABEL_FILE)]
-    out += [ctx.path(n) for n in (COVARIOGRAM_FILE, TSKM_FILE) if ctx.path(n).is_file()]
+    out += [ctx.path(n) for n in (COVARIOGRAM_FILE, TSKM_FILE, FILTER_FILE)
+            if ctx.path(n).is_file()]
     return out
 
 
@@ -439,6 +487,16 @@ def _read_tskm(workdir, num_pixel, log):
     return tskm
 
 
+def _same_pixels(path, info):
+    if not Path(path).is_file():
+        return False
+    try:
+        other = read_info(path)
+    except HotspotError:
+        return False
+    return other.num_pixel == info.num_pixel and list(other.dates) == list(info.dates)
+
+
 def run(ctx):
     settings = read_settings(ctx.config)
     stack_file, label_file = ctx.path(STACK_FILE), ctx.path(LABEL_FILE)
@@ -447,6 +505,11 @@ def run(ctx):
         raise HotspotError(f"{label_file}: not found; run the dbscan step first "
                            "(hotspotApp.py TEMPLATE --dostep dbscan)")
     labels = read_pixel_label(label_file)
+    series_file = ctx.path(FILTER_FILE)
+    if not _same_pixels(series_file, info):
+        series_file = stack_file
+    labels = limit_classes(labels, settings.max_class, series_file, ctx.config.max_memory,
+                           ctx.log)
     tskm = _read_tskm(ctx.workdir, info.num_pixel, ctx.log)
     block, source = settings.block_size, "template"
     if "block" not in settings.splits:

@@ -119,7 +119,7 @@ def test_eps_per_cluster_and_auto_from_covariogram(tmp_path):
 
 def test_auto_eps_capped_by_pixel_spacing_finds_small_patches(tmp_path):
     # a correlation length of 5 km (the atmosphere) against patches of ~50 pixels: eps
-    # auto is EPS_SPACING pixel spacings, so each patch is a core region of its own and the
+    # auto is max(EPS_SPACING pixel spacings, EPS_MIN_KM), so each patch is a core region of its own and the
     # scattered pixels of the same temporal cluster (1 in 8) stay noise
     ny, nx = 60, 120
     r_km, c_km = grid_stack(tmp_path / "hotspotStack.h5", ny, nx)
@@ -136,7 +136,9 @@ def test_auto_eps_capped_by_pixel_spacing_finds_small_patches(tmp_path):
     labels = read_pixel_label(tmp_path / "clusterDBSCAN.h5")
     table, attrs = read_table(tmp_path / "clusterDBSCAN.h5")
     assert db.pixel_spacing(c_km, r_km) == pytest.approx(DX_KM, rel=0.01)
-    np.testing.assert_allclose(table["temporalEps"], db.EPS_SPACING * DX_KM, rtol=0.01)
+    # 3.5 spacings of 100 m is below the floor of EPS_MIN_KM
+    assert db.EPS_SPACING * DX_KM < db.EPS_MIN_KM
+    np.testing.assert_allclose(table["temporalEps"], db.EPS_MIN_KM, rtol=0.01)
     assert "spacing" in attrs["EPS_SOURCE"]
     patch_ids = []
     for cy, cx in centres:

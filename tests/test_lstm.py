@@ -298,3 +298,15 @@ def test_block_size_fallback_without_covariogram(tmp_path):
     size, source = train_lstm.auto_block_size(tmp_path, x, y, lines.append)
     assert source.startswith("fallback") and lines
     assert size == pytest.approx(max(np.ptp(x), np.ptp(y)) / 5)
+
+
+def test_max_class_keeps_the_clusters_of_strongest_signal(tmp_path):
+    stack, label, _ = make_tiny_scene(tmp_path)
+    signal = train_lstm.cluster_signal(stack, label, max_memory=0.001)
+    # clusters 2, 3, 4 move 15 cm over the series, the background (1) is 2 mm noise
+    assert min(signal[2], signal[3], signal[4]) > 10 * signal[1] > 0
+    kept = train_lstm.limit_classes(label, 3, stack, log=lambda m: None)
+    assert set(np.unique(kept[kept > 0])) == {2, 3, 4}
+    np.testing.assert_array_equal(kept[label <= 0], label[label <= 0])
+    assert np.all(kept[label == 1] == 0)
+    assert train_lstm.limit_classes(label, 4, stack) is label

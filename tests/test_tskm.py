@@ -12,7 +12,7 @@ from hotspot import tskm
 from hotspot.hotspotApp import StepContext
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.labels import read_pixel_label
-from hotspot.utils.stack import decimal_years, read_info, write_stack
+from hotspot.utils.stack import decimal_years, read_info, read_rows, write_stack
 from hotspot.utils.template import config_from_dict
 
 NY, NX, T = 30, 40, 48
@@ -275,6 +275,22 @@ def test_stratified_sample_prefers_signal(stack_dir):
     assert np.mean(zone[idx] == 0) > 0.5
     again = tskm.draw_stratified_sample(stack, 100, seed=0)[0]
     np.testing.assert_array_equal(idx, again)
+
+
+def test_stratified_sample_from_scene_rms(stack_dir):
+    # with the per-pixel RMS of the whole scene, half the sample comes from its outliers
+    # however rare they are (here: 20 pixels)
+    workdir, zone, valid = stack_dir
+    stack = workdir / "hotspotStack.h5"
+    rng = np.random.default_rng(1)
+    rms = np.where(valid, rng.uniform(0.95, 1.05, valid.size), np.nan)
+    strong = rng.choice(np.nonzero(valid)[0], size=20, replace=False)
+    rms[strong] = 5.0
+    idx, rows = tskm.draw_stratified_sample(stack, 40, seed=0, rms=rms)
+    assert idx.size == 40 and np.unique(idx).size == 40 and valid[idx].all()
+    assert set(strong) <= set(idx)
+    np.testing.assert_array_equal(rows, read_rows(stack, idx))
+    np.testing.assert_array_equal(idx, tskm.draw_stratified_sample(stack, 40, 0, rms=rms)[0])
 
 
 def test_auto_k_takes_largest_k_near_best_silhouette(stack_dir):
