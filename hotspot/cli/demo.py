@@ -17,7 +17,7 @@ def create_parser():
     parser.add_argument("dir", nargs="?", default="hotspot_demo", help="output directory")
     parser.add_argument("--preset", default="small", choices=["small", "medium", "la"],
                         help="scene size (default: %(default)s)")
-    parser.add_argument("--difficulty", default="hard", choices=["easy", "hard"],
+    parser.add_argument("--difficulty", default="easy", choices=["easy", "hard"],
                         help="noise and signal setting (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     return parser
