@@ -130,7 +130,11 @@ def held_out_agreement(pred, dbscan, bundle, stack_info):
 
     Training pixels are excluded only when the model was trained on this very stack
     (same pixel count and epochs); a model from another stack has seen none of them.
+    DBSCAN clusters that are not among the model's classes (train_lstm.maxClass) count as
+    no cluster (0), the label the model was trained to give them.
     """
+    class_id = np.asarray(bundle.class_id)
+    dbscan = np.where((dbscan <= 0) | np.isin(dbscan, class_id), dbscan, 0)
     held = dbscan >= 0
     same = (bundle.train_stack.get("num_pixel") == stack_info.num_pixel
             and list(bundle.train_stack.get("dates", [])) == list(stack_info.dates))

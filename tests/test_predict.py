@@ -109,3 +109,16 @@ def test_missing_model_is_a_clear_error(tmp_path):
     cfg = tiny_config(**{"hotspot.predict.modelFile": str(tmp_path / "nowhere.keras")})
     with pytest.raises(HotspotError, match="modelFile"):
         predict.outputs(StepContext(workdir=tmp_path, config=cfg))
+
+
+def test_agreement_counts_clusters_beyond_max_class_as_no_cluster():
+    from types import SimpleNamespace
+    from hotspot.predict import held_out_agreement
+    bundle = SimpleNamespace(class_id=[0, 1, 2], train_stack={}, train_index=[])
+    info = SimpleNamespace(num_pixel=6, dates=["20200101"])
+    dbscan = np.array([1, 2, 3, 3, 0, -1])       # cluster 3 was not a class of the model
+    pred = np.array([1, 2, 0, 0, 0, 0])
+    res = held_out_agreement(pred, dbscan, bundle, info)
+    assert res["num"] == 5 and res["agreement"] == 1.0
+    pred[0] = 2
+    assert held_out_agreement(pred, dbscan, bundle, info)["agreement"] == 0.8
