@@ -33,7 +33,7 @@ seconds at 3 million points.
 import numpy as np
 
 from hotspot.utils.errors import HotspotError
-from hotspot.utils.geo import lonlat_to_xy_km
+from hotspot.utils.geo import lonlat_to_xy_km, pixel_spacing
 from hotspot.utils.h5io import read_attrs
 from hotspot.utils.labels import NO_DATA, read_pixel_label, write_label_file
 from hotspot.utils.stack import STACK_FILE, read_info, read_pixels
@@ -114,8 +114,8 @@ def read_settings(config, num_cluster, workdir):
         from hotspot.covariogram import COV_FILE, read_correlation_length
         length = read_correlation_length(workdir)
         eps = [length] * num_cluster
-        eps_source = (f"auto: min(CORRELATION_LENGTH_KM of {COV_FILE}, {EPS_SPACING} x the "
-                      "median pixel spacing)")
+        eps_source = (f"auto: min(CORRELATION_LENGTH_KM of {COV_FILE}, max({EPS_SPACING} x "
+                      f"the median pixel spacing, {EPS_MIN_KM} km))")
     else:
         values = config.get_list(EPS_KEY, float)
         if not all(np.isfinite(v) and v > 0 for v in values):
@@ -176,19 +176,6 @@ def run(ctx):
 
 
 # ---------------------------------------------------------------- pure computation
-def pixel_spacing(x, y, seed=0, num_sample=20000):
-    """Median nearest-neighbour distance (km) of a seeded sample of the points."""
-    from scipy.spatial import cKDTree
-    if x.size < 2:
-        return 1.0
-    tree = cKDTree(np.c_[x, y])
-    pick = np.random.default_rng(seed).choice(x.size, size=min(x.size, num_sample),
-                                              replace=False)
-    dist = tree.query(tree.data[pick], k=2)[0][:, 1]
-    dist = dist[dist > 0]
-    return float(np.median(dist)) if dist.size else 1.0
-
-
 def _cell_index(x, y, size):
     """Integer key of the square cell of side `size` holding each point."""
     cx = np.floor((x - x.min()) / size).astype(np.int64)

@@ -59,7 +59,7 @@ from scipy.spatial import cKDTree
 
 from hotspot.export import HOTSPOT_FILE, grid_georef
 from hotspot.utils.errors import HotspotError
-from hotspot.utils.geo import EARTH_RADIUS_KM, lonlat_to_xy_km
+from hotspot.utils.geo import EARTH_RADIUS_KM, lonlat_to_xy_km, median_spacing
 from hotspot.utils.h5io import open_h5, read_attrs, require_dataset, write_h5
 from hotspot.utils.labels import NO_DATA, read_pixel_label, write_label_file
 from hotspot.utils.stack import (STACK_FILE, block_size, decimal_years, iter_blocks, num_blocks,
@@ -240,15 +240,6 @@ def pixel_area_km2(attrs, lat, spacing_km):
     return np.full(np.shape(lat), abs(geo["x_step"] * geo["y_step"]) / 1e6)
 
 
-def typical_spacing(tree, rng, num_sample=20000):
-    """Median nearest-neighbour distance (km) of a seeded sample of the scene's pixels."""
-    n = tree.n
-    pick = rng.choice(n, size=min(n, num_sample), replace=False)
-    dist = tree.query(tree.data[pick], k=2)[0][:, 1]
-    dist = dist[dist > 0]
-    return float(np.median(dist)) if dist.size else 1.0
-
-
 def ring_members(tree, centre_xy, r_in, r_out, owner, cluster, rng):
     """Indices of tree points in the ring r_in <= r < r_out around centre (km) whose owner
     is not `cluster`; at most MAX_RING_PIXEL of them (seeded) and the full count."""
@@ -296,7 +287,7 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
         table["ellipseCenterLon"], table["ellipseCenterLat"], lon0, lat0)
     measured_idx = np.nonzero(measured)[0]
     tree = cKDTree(np.c_[x[measured_idx], y[measured_idx]])
-    spacing = typical_spacing(tree, rng)
+    spacing = median_spacing(tree, rng)
     area = pixel_area_km2(info.attrs, lat, spacing)
     table["areaKm2"] = np.bincount(index, area[labelled], num_cluster)
     table.update(_pixel_stats(index, num_cluster, px, labelled))

@@ -87,7 +87,6 @@ FILTER_FILE = "hotspotFiltered.h5"
 SMOOTH_DAYS = 100.0          # temporal moving-average window (atmosphere is white in time)
 NOISE_SIGMA_CELL = 1.0       # spatial low-pass (Gaussian sigma, grid cells): pixel noise
 BACKGROUND_SIGMA_KM = 2.0    # spatial high-pass (Gaussian sigma, km): ramps, atmosphere
-SAMPLE_POOL = 10             # stratified sample without per-pixel RMS: candidates per series
 MAD_TO_STD = 1.4826
 STRONG_Z = 3.0               # stratified sample: 'strong' = RMS above median + STRONG_Z sigma
 SILHOUETTE_RATIO = 0.7       # numCluster auto: largest k scoring >= this x the best score
@@ -438,22 +437,14 @@ def pixel_grid(stack_file, info, seed=0):
     Gridded stacks use their raster; point stacks are snapped to square cells of the
     median nearest-neighbour spacing (several points in a cell share its value).
     """
-    from scipy.spatial import cKDTree
-
-    from hotspot.utils.geo import lonlat_to_xy_km
+    from hotspot.utils.geo import lonlat_to_xy_km, pixel_spacing
     from hotspot.utils.stack import read_pixels
     px = read_pixels(stack_file, ["longitude", "latitude", "row", "col"])
     ok = np.isfinite(px["longitude"]) & np.isfinite(px["latitude"])
     x = np.zeros(info.num_pixel)
     y = np.zeros(info.num_pixel)
     x[ok], y[ok] = lonlat_to_xy_km(px["longitude"][ok], px["latitude"][ok])
-    rng = np.random.default_rng(seed)
-    pick = np.nonzero(ok)[0]
-    pick = pick[rng.choice(pick.size, size=min(pick.size, 20000), replace=False)]
-    tree = cKDTree(np.c_[x[ok], y[ok]])
-    nn = tree.query(np.c_[x[pick], y[pick]], k=2)[0][:, 1]
-    nn = nn[nn > 0]
-    cell = float(np.median(nn)) if nn.size else 1.0
+    cell = pixel_spacing(x[ok], y[ok], seed)
     row, col = px["row"].astype(np.int64), px["col"].astype(np.int64)
     if not (info.is_grid and (row >= 0).all() and (col >= 0).all()):
         row = np.floor((y.max() - y) / cell).astype(np.int64)
@@ -521,8 +512,6 @@ def filter_stack(stack_file, out_file, max_memory, seed=0, log=print):
     bandpass(data, row, col, shape, cell, window, overwrite=True)
     data /= np.float32(UNIT_SCALE)
     rms = np.empty(info.num_pixel)
-    for s, e in iter_blocks(info.num_pixel, size):
-        rms[s:e] = np.sqrt(np.mean(np.square(data[s:e], dtype=np.float64), axis=1))
     pos = read_pixels(stack_file, ["longitude", "latitude"])
     attrs = {"FILTER": f"moving average {window} epochs; difference of Gaussians "
                        f"sigma {NOISE_SIGMA_CELL} cell - {BACKGROUND_SIGMA_KM} km",
@@ -531,32 +520,18 @@ def filter_stack(stack_file, out_file, max_memory, seed=0, log=print):
         for s, e in iter_blocks(info.num_pixel, size):
             w.write_block(s, displacement=data[s:e], latitude=pos["latitude"][s:e],
                           longitude=pos["longitude"][s:e])
+            rms[s:e] = np.sqrt(np.mean(np.square(data[s:e], dtype=np.float64), axis=1))
     log(f"tskm: filtered {info.num_pixel} series in {time.time() - t0:.1f} s -> {out_file}")
     return out_file, rms
 
 
-def draw_stratified_sample(stack_file, n_sample, seed, rms=None):
+def draw_stratified_sample(stack_file, n_sample, seed, rms):
     """Half the sample among the strong series, half uniform among the others.
 
     rms (N, NaN = incomplete series): 'strong' = above median + STRONG_Z x 1.4826 MAD of
-    the scene (at least the n_sample // 2 largest). Without rms: the largest RMS among
-    SAMPLE_POOL x n_sample random pixels.
+    the scene (at least the n_sample // 2 largest).
     """
-    if rms is not None:
-        return _sample_by_rms(stack_file, n_sample, seed, np.asarray(rms, dtype=np.float64))
-    idx, rows = draw_sample(stack_file, SAMPLE_POOL * n_sample, seed)
-    if idx.size <= n_sample:
-        return idx, rows
-    rms = np.sqrt(np.mean(rows.astype(np.float64) ** 2, axis=1))
-    order = np.argsort(-rms, kind="stable")
-    top = order[:n_sample // 2]
-    rng = np.random.default_rng(seed)
-    rest = rng.choice(order[n_sample // 2:], size=n_sample - top.size, replace=False)
-    pick = rng.permutation(np.r_[top, rest])
-    return idx[pick], rows[pick]
-
-
-def _sample_by_rms(stack_file, n_sample, seed, rms):
+    rms = np.asarray(rms, dtype=np.float64)
     valid = np.nonzero(np.isfinite(rms))[0]
     rng = np.random.default_rng(seed)
     if valid.size <= n_sample:

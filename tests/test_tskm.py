@@ -269,11 +269,13 @@ def test_smooth_window_and_point_grid(tmp_path):
 def test_stratified_sample_prefers_signal(stack_dir):
     workdir, zone, valid = stack_dir
     stack = workdir / "hotspotStack.h5"
-    idx, rows = tskm.draw_stratified_sample(stack, 100, seed=0)
+    disp = read_rows(stack, np.arange(zone.size)).astype(np.float64)
+    rms = np.sqrt(np.mean(disp ** 2, axis=1))        # NaN for incomplete series
+    idx, rows = tskm.draw_stratified_sample(stack, 100, seed=0, rms=rms)
     assert idx.size == 100 and np.unique(idx).size == 100 and valid[idx].all()
     # zone 0 (-25 mm/yr) has the largest RMS: half the sample is the strongest series
     assert np.mean(zone[idx] == 0) > 0.5
-    again = tskm.draw_stratified_sample(stack, 100, seed=0)[0]
+    again = tskm.draw_stratified_sample(stack, 100, seed=0, rms=rms)[0]
     np.testing.assert_array_equal(idx, again)
 
 

@@ -34,3 +34,21 @@ def haversine_km(lon1, lat1, lon2, lat2):
     a = (np.sin((lat2 - lat1) / 2) ** 2
          + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2)
     return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
+
+
+def median_spacing(tree, rng, num_sample=20000):
+    """Median nearest-neighbour distance of a random sample of a cKDTree's points (its
+    units; 1.0 when no two points are apart). rng draws the sample."""
+    n = tree.n
+    pick = rng.choice(n, size=min(n, num_sample), replace=False)
+    dist = tree.query(tree.data[pick], k=2)[0][:, 1]
+    dist = dist[dist > 0]
+    return float(np.median(dist)) if dist.size else 1.0
+
+
+def pixel_spacing(x, y, seed=0, num_sample=20000):
+    """Median nearest-neighbour distance (km) of a seeded sample of the points (x, y km)."""
+    from scipy.spatial import cKDTree
+    if np.size(x) < 2:
+        return 1.0
+    return median_spacing(cKDTree(np.c_[x, y]), np.random.default_rng(seed), num_sample)
