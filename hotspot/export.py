@@ -34,6 +34,7 @@ COLUMNS = [
     ("hotspotId", "id", None),
     ("parentCluster", "parent_cluster", None),
     ("parentTemporalCluster", "parent_temporal_cluster", None),
+    ("numMerged", "num_merged_clusters", None),
     ("numPixel", "num_pixel", None),
     ("areaKm2", "footprint_area_km2", None),
     ("standardDistance", "std_distance_km", None),

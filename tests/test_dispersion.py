@@ -409,3 +409,55 @@ def test_empirical_null_drops_bulk_keeps_outliers():
     assert not disp.select_hotspots(table, 1.0, 20, 0.05, True)["isHotspot"][:3].any()
     single = {k: v[:1] for k, v in table.items()}
     assert disp.select_hotspots(single, 1.0, 20, 0.05, True)["isHotspot"][0]
+
+
+def test_unwrapping_error_patch_is_dropped_and_real_hotspots_kept(tmp_path):
+    """Patch 4 (noise) gets a lambda/2 jump from epoch 30 on in its inner disk: strongly
+    significant, but only a quantised jump, so not a hotspot; with the check off it is one."""
+    stack, label, ts = make_scene(tmp_path)
+    rows, cols = np.divmod(np.arange(LENGTH * WIDTH), WIDTH)
+    valid = ~((rows < 10) & (cols > 70))
+    r, c = rows[valid], cols[valid]
+    half = 0.05546576 / 2
+    inner = (r - CENTRES[4][0]) ** 2 + (c - CENTRES[4][1]) ** 2 <= 16
+    ts = ts.copy()
+    ts[inner, 30:] -= half
+    dates = _dates()
+    write_stack(stack, ts, dates, 34.0 - (r + 0.5) * STEP_DEG, 118.0 + (c + 0.5) * STEP_DEG,
+                attrs={"GRID": "yes", "LENGTH": LENGTH, "WIDTH": WIDTH, "X_FIRST": 118.0,
+                       "Y_FIRST": 34.0, "X_STEP": STEP_DEG, "Y_STEP": -STEP_DEG,
+                       "X_UNIT": "degrees", "Y_UNIT": "degrees", "WAVELENGTH": 2 * half},
+                row=r, col=c, velocity=np.zeros(r.size), velocityStd=np.full(r.size, 0.002),
+                coherence=np.full(r.size, 0.9))
+    kwargs = dict(max_sd=1.0, min_pixel=20, alpha=0.05, drop_insignificant=True, corr_length=0.5,
+                  max_memory=4, seed=0, log=lambda *_: None)
+    table, _ = disp.compute_dispersion(stack, label, half_wavelength=half, **kwargs)
+    row = {cid: i for i, cid in enumerate(table["clusterId"])}
+    assert table["pValue"][row[4]] < 1e-6                     # the jump is strong signal
+    assert table["isQuantisedJump"][row[4]] and table["isUnwrapError"][row[4]]
+    assert (table["unwrapStart"][row[4]], table["unwrapStop"][row[4]]) == (30, 60)
+    assert table["pValueUnwrapCorrected"][row[4]] > 0.01
+    assert table["isHotspot"].tolist() == [True, True, False, False, False]
+    assert not table["isUnwrapError"][[row[1], row[2]]].any()
+    off, _ = disp.compute_dispersion(stack, label, half_wavelength=None, **kwargs)
+    assert off["isHotspot"].tolist() == [True, True, False, True, False]
+
+
+def test_touching_fragments_that_move_alike_are_merged(tmp_path):
+    """Hotspot 1 split in an inner disk (6) and its rim (1): one hotspot of both, id 1."""
+    stack, label, _ = make_scene(tmp_path)
+    rows, cols = np.divmod(np.arange(LENGTH * WIDTH), WIDTH)
+    valid = ~((rows < 10) & (cols > 70))
+    r, c = rows[valid], cols[valid]
+    split = label.copy()
+    split[(r - CENTRES[1][0]) ** 2 + (c - CENTRES[1][1]) ** 2 <= 9] = 6
+    kwargs = dict(max_sd=1.0, min_pixel=5, alpha=0.05, drop_insignificant=True, corr_length=0.5,
+                  max_memory=4, seed=0, log=lambda *_: None)
+    table, hot = disp.compute_dispersion(stack, split, **kwargs)
+    assert table["mergedCluster"].tolist() == [[6, 1]]
+    assert 6 not in table["clusterId"].tolist()
+    row = {cid: i for i, cid in enumerate(table["clusterId"])}
+    assert table["numMerged"][row[1]] == 2 and table["isHotspot"][row[1]]
+    assert np.array_equal(hot == table["hotspotId"][row[1]], label == 1)
+    apart, hot2 = disp.compute_dispersion(stack, split, merge=False, **kwargs)
+    assert apart["mergedCluster"].size == 0 and len(np.unique(hot2[hot2 > 0])) == 3

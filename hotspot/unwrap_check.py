@@ -1,0 +1,111 @@
+"""Phase-unwrapping-error signature of a cluster (used by the dispersion step).
+
+An unwrapping error shifts a patch of pixels by an integer number n of half wavelengths
+(n lambda / 2 in LOS: 27.7 mm at C band) over some epochs and by the same amount on every
+pixel of the patch. MintPy's unwrapping-error correction should remove such patches
+upstream; the ones it leaves are compact, strong and highly significant, so the paper's
+recipe and our signal test keep them as hotspots (on the hard simulated scenes they were
+8-10 of the 11-12 false hotspots, docs/quality.md).
+
+Test of one cluster, on its contrast series c(t) (cluster mean minus the ring background)
+and the rows of its pixels (minus the same background):
+  1. box: the epoch interval [start, stop) whose boxcar a 1[start <= t < stop] + b best
+     fits c(t) (least squares over every interval, from cumulative sums; the first epoch is
+     the reference and is never inside the box);
+  2. per-pixel jump j_i = mean of pixel i inside the box - mean outside it, and its nearest
+     multiple n_i lambda / 2;
+  3. signature: at least MIN_FRACTION of the pixels (and MIN_PIXEL) have n_i != 0, and their
+     jumps lie within MAX_RESIDUAL of n_i lambda / 2 (median of |j_i - n_i lambda / 2|).
+     A deformation bowl moves its pixels by a continuum of amounts (median residual ~ lambda
+     / 8 for a bowl deeper than lambda / 2); a patch that was unwrapped wrong moves them by
+     one quantum;
+  4. the corrected contrast c(t) - mean(n_i) lambda / 2 1[box] is returned for the signal
+     test: a cluster whose signal is only that quantised jump has no signal left, while a
+     real step or bowl that happens to pass 3 keeps what is not a multiple of lambda / 2.
+"""
+import warnings
+
+import numpy as np
+
+MIN_FRACTION = 0.2          # share of the cluster's pixels that must carry the jump
+MIN_PIXEL = 3
+MAX_RESIDUAL = 1.0 / 6.0    # of lambda / 2: median |j - n lambda / 2| of the jumping pixels
+
+
+def best_box(series):
+    """Per row of series (K x T): (start, stop, amplitude) of the best-fitting boxcar.
+
+    Least squares of x(t) = a 1[start <= t < stop] + b over all 1 <= start < stop <= T;
+    the reduction of the residual sum of squares is S^2 T / (L (T - L)) with S the sum of the
+    mean-removed series over the box and L its length. Rows with NaN give start = stop = 0.
+    """
+    x = np.atleast_2d(np.asarray(series, dtype=np.float64))
+    k, t = x.shape
+    start = np.zeros(k, dtype=np.int64)
+    stop = np.zeros(k, dtype=np.int64)
+    amp = np.zeros(k)
+    if t < 3:
+        return start, stop, amp
+    ok = np.all(np.isfinite(x), axis=1)
+    xc = x[ok] - x[ok].mean(axis=1, keepdims=True)
+    csum = np.concatenate([np.zeros((xc.shape[0], 1)), np.cumsum(xc, axis=1)], axis=1)
+    s_idx, e_idx = np.triu_indices(t + 1, k=1)
+    keep = (s_idx >= 1) & (e_idx - s_idx < t)
+    s_idx, e_idx = s_idx[keep], e_idx[keep]
+    length = (e_idx - s_idx).astype(np.float64)
+    total = csum[:, e_idx] - csum[:, s_idx]                      # (K', pairs)
+    gain = total ** 2 * t / (length * (t - length))
+    best = np.argmax(gain, axis=1)
+    rows = np.arange(best.size)
+    length_best = length[best]
+    start[ok], stop[ok] = s_idx[best], e_idx[best]
+    # a = mean inside - mean outside = S T / (L (T - L))
+    amp[ok] = total[rows, best] * t / (length_best * (t - length_best))
+    return start, stop, amp
+
+
+def pixel_jumps(rows, start, stop):
+    """Mean inside [start, stop) minus mean outside, per row (NaN-aware)."""
+    rows = np.atleast_2d(np.asarray(rows, dtype=np.float64))
+    inside = np.zeros(rows.shape[1], dtype=bool)
+    inside[start:stop] = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)    # all-NaN rows give NaN
+        return np.nanmean(rows[:, inside], axis=1) - np.nanmean(rows[:, ~inside], axis=1)
+
+
+def signature(rows, contrast, half_wavelength):
+    """Unwrapping-error signature of one cluster: dict (module docstring).
+
+    rows: (n, T) series of (a sample of) the cluster's pixels minus the ring background;
+    contrast: (T,) the cluster's contrast series. Keys: start, stop (epoch indices of the
+    box), jump (mean n_i lambda / 2, m), fraction (share of pixels with n_i != 0),
+    residual (median |j_i - n_i lambda / 2| over them, m), is_quantised (bool), corrected
+    (the contrast with the quantised box removed).
+    """
+    contrast = np.asarray(contrast, dtype=np.float64)
+    out = {"start": 0, "stop": 0, "jump": 0.0, "fraction": 0.0, "residual": np.nan,
+           "is_quantised": False, "corrected": contrast}
+    if not (half_wavelength and half_wavelength > 0) or contrast.size < 3:
+        return out
+    start, stop, _ = best_box(contrast[None, :])
+    start, stop = int(start[0]), int(stop[0])
+    if stop <= start:
+        return out
+    jumps = pixel_jumps(rows, start, stop)
+    jumps = jumps[np.isfinite(jumps)]
+    if not jumps.size:
+        return out
+    quanta = np.round(jumps / half_wavelength)
+    moved = quanta != 0
+    fraction = float(moved.mean())
+    residual = (float(np.median(np.abs(jumps[moved] - quanta[moved] * half_wavelength)))
+                if moved.any() else np.nan)
+    jump = float(quanta.mean() * half_wavelength)
+    box = np.zeros(contrast.size)
+    box[start:stop] = 1.0
+    quantised = bool(moved.sum() >= MIN_PIXEL and fraction >= MIN_FRACTION
+                     and residual <= MAX_RESIDUAL * half_wavelength)
+    out.update(start=start, stop=stop, jump=jump, fraction=fraction, residual=residual,
+               is_quantised=quantised, corrected=contrast - jump * box)
+    return out

@@ -1,0 +1,70 @@
+"""Unwrapping-error signature (hotspot.unwrap_check) on hand-made clusters."""
+import numpy as np
+
+from hotspot import unwrap_check as uc
+
+HALF = 0.05546576 / 2      # Sentinel-1 half wavelength, m
+T = 120
+
+
+def box(start, stop, t=T):
+    b = np.zeros(t)
+    b[start:stop] = 1.0
+    return b
+
+
+def test_best_box_finds_interval_and_amplitude():
+    rng = np.random.default_rng(0)
+    x = 0.02 * box(40, 90) + rng.normal(0, 0.002, T)
+    start, stop, amp = uc.best_box(x[None, :])
+    assert (start[0], stop[0]) == (40, 90)
+    assert abs(amp[0] - 0.02) < 0.002
+    # a step to the end is a box that stops at T
+    start, stop, _ = uc.best_box((0.03 * box(70, T) + rng.normal(0, 0.002, T))[None, :])
+    assert (start[0], stop[0]) == (70, T)
+
+
+def test_best_box_of_nan_row_is_empty():
+    x = np.zeros((2, T))
+    x[1, 5] = np.nan
+    start, stop, _ = uc.best_box(x)
+    assert stop[1] == start[1] == 0
+
+
+def test_patch_of_one_quantum_is_flagged_and_corrected_away():
+    rng = np.random.default_rng(1)
+    n_patch, n_halo = 40, 30
+    jump = -2 * HALF * box(55, T)
+    rows = np.vstack([jump + rng.normal(0, 0.003, (n_patch, T)),
+                      rng.normal(0, 0.003, (n_halo, T))])
+    contrast = rows.mean(axis=0)
+    sig = uc.signature(rows, contrast, HALF)
+    assert sig["is_quantised"]
+    assert (sig["start"], sig["stop"]) == (55, T)
+    assert abs(sig["fraction"] - n_patch / (n_patch + n_halo)) < 0.05
+    # what is left after removing the quantised jump is noise
+    assert np.std(sig["corrected"]) < 0.002 < np.std(contrast)
+
+
+def test_deformation_bowl_step_is_not_quantised():
+    """A step of a bowl moves its pixels by a continuum of amounts, not by one quantum."""
+    rng = np.random.default_rng(2)
+    depth = np.linspace(0.05, 1.0, 80) * -0.045     # bowl profile: 2 to 45 mm
+    rows = depth[:, None] * box(54, T)[None, :] + rng.normal(0, 0.003, (80, T))
+    sig = uc.signature(rows, rows.mean(axis=0), HALF)
+    assert not sig["is_quantised"]
+    assert sig["residual"] > uc.MAX_RESIDUAL * HALF
+
+
+def test_uniform_step_off_the_quantum_is_not_quantised():
+    rng = np.random.default_rng(3)
+    rows = -0.015 * box(54, T)[None, :] + rng.normal(0, 0.002, (60, T))  # 15 mm < lambda / 4
+    assert not uc.signature(rows, rows.mean(axis=0), HALF)["is_quantised"]
+    rows = -0.040 * box(54, T)[None, :] + rng.normal(0, 0.002, (60, T))  # 40 mm: 12 mm off
+    assert not uc.signature(rows, rows.mean(axis=0), HALF)["is_quantised"]
+
+
+def test_unknown_wavelength_disables_the_test():
+    rows = -HALF * np.tile(box(10, T), (20, 1))
+    for half in (None, 0.0, float("nan")):
+        assert not uc.signature(rows, rows.mean(axis=0), half)["is_quantised"]
