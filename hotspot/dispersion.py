@@ -681,17 +681,21 @@ def _group(pixel_cluster, num_cluster):
 
 # ---------------------------------------------------------------------------- I/O
 def input_file(ctx, must_exist=True):
-    """The label file to read: the template value or clusterLSTM.h5 / clusterDBSCAN.h5."""
+    """The label file to read: the template value or clusterLSTMP.h5 / clusterLSTM.h5 /
+    clusterDBSCAN.h5, the first that exists."""
     path = ctx.config.get_path(KEY + "input", ctx.workdir)
     if path is not None:
         if must_exist and not path.is_file():
             raise HotspotError(f"{KEY}input = {path}: label file not found")
         return path
-    for name in ("clusterLSTM.h5", "clusterDBSCAN.h5"):
+    # LSTM + perceptron first: it sees position and temporal cluster, and reproduces the
+    # DBSCAN labels best (README, trainLSTM.h5)
+    for name in ("clusterLSTMP.h5", "clusterLSTM.h5", "clusterDBSCAN.h5"):
         if ctx.path(name).is_file():
             return ctx.path(name)
     if must_exist:
-        raise HotspotError(f"{KEY}input = auto: neither clusterLSTM.h5 nor clusterDBSCAN.h5 in "
+        raise HotspotError(f"{KEY}input = auto: none of clusterLSTMP.h5, clusterLSTM.h5, "
+                           f"clusterDBSCAN.h5 in "
                            f"{ctx.workdir}; run the dbscan (and predict) steps first or set "
                            f"{KEY}input to a label file")
     return ctx.path("clusterDBSCAN.h5")

@@ -11,7 +11,9 @@ tensorflow (default, CPU or GPU), torch or jax backend (KERAS_BACKEND):
                   Static inputs: velocity, velocityStd, coherence, incidenceAngle and the
                   position x, y (km), z-scored; then the share of each class among the 10
                   nearest training pixels (neighbour_votes), which is what separates clusters
-                  the series cannot: twins, a background split by DBSCAN, noise beside a cluster.
+                  the series cannot: twins, a background split by DBSCAN, noise beside a cluster;
+                  with series = filtered also the one-hot temporal (tskm) cluster of the pixel
+                  (one_hot), the class that DBSCAN split in space.
 
 Variants (template hotspot.train_lstm.variant):
   paper   u1, u2 = 128, 64 on every epoch (timeStep 1): the published sizes.
@@ -59,6 +61,7 @@ VARIANTS = {
 }
 TIME_STEP_AUTO = {"paper": 1, "fast": 4}
 NUM_NEIGHBOURS = 10         # training pixels whose labels lstmPerceptron sees (neighbour_votes)
+VOTE_PRIOR = 4.0            # logit weight of the same-label votes (build_lstm_perceptron)
 
 
 def _keras():
@@ -91,12 +94,12 @@ def configure_backend(threads=None):
 
 # ----------------------------------------------------------------- models
 
-def build_lstm(num_steps, num_classes, variant="fast", seed=None):
-    """Time-series-only classifier: (num_steps, 1) -> class probabilities."""
+def build_lstm(num_steps, num_classes, variant="fast", seed=None, channels=1):
+    """Time-series-only classifier: (num_steps, channels) -> class probabilities."""
     keras = _keras()
     layers = keras.layers
     spec = _variant(variant)
-    inp = keras.Input((num_steps, 1), name="series")
+    inp = keras.Input((num_steps, channels), name="series")
     x = _series_front(inp, spec)
     x = layers.LSTM(spec["units"][0], return_sequences=True, seed=seed, name="lstm1")(x)
     x = layers.Dropout(spec["dropout"], seed=seed)(x)
@@ -107,12 +110,20 @@ def build_lstm(num_steps, num_classes, variant="fast", seed=None):
     return keras.Model(inp, out, name="lstm")
 
 
-def build_lstm_perceptron(num_steps, num_static, num_classes, variant="fast", seed=None):
-    """Bidirectional LSTM on the series + dense branch on the static features."""
+def build_lstm_perceptron(num_steps, num_static, num_classes, variant="fast", seed=None,
+                          channels=1, vote_prior=0.0):
+    """Bidirectional LSTM on the series + dense branch on the static features.
+
+    vote_prior > 0: a third input, the neighbour votes (num_classes), is added to the output
+    logits times vote_prior. The votes are also among the static inputs, but a dense layer
+    must learn to pass each of hundreds of classes through from ~20 training pixels each;
+    the prior gives the model that identity and leaves it to learn the exceptions
+    (medium hard scene, same-label votes: 97.96 % held out without it, README with it).
+    """
     keras = _keras()
     layers = keras.layers
     spec = _variant(variant)
-    series = keras.Input((num_steps, 1), name="series")
+    series = keras.Input((num_steps, channels), name="series")
     static = keras.Input((num_static,), name="static")
     x = _series_front(series, spec)
     x = layers.Bidirectional(layers.LSTM(spec["units"][0], return_sequences=True, seed=seed),
@@ -126,15 +137,23 @@ def build_lstm_perceptron(num_steps, num_static, num_classes, variant="fast", se
         s = layers.Dense(units, activation="relu", name=f"perceptron{i + 1}")(s)
     h = layers.Concatenate()([x, s])
     h = layers.Dense(spec["head"], activation="relu", name="head")(h)
-    out = layers.Dense(num_classes, activation="softmax", name="probability")(h)
-    return keras.Model([series, static], out, name="lstmPerceptron")
+    if not vote_prior:
+        out = layers.Dense(num_classes, activation="softmax", name="probability")(h)
+        return keras.Model([series, static], out, name="lstmPerceptron")
+    votes = keras.Input((num_classes,), name="votes")
+    logits = layers.Dense(num_classes, name="logits")(h)
+    logits = layers.Add()([logits, layers.Rescaling(float(vote_prior), name="vote_prior")(votes)])
+    out = layers.Activation("softmax", name="probability")(logits)
+    return keras.Model([series, static, votes], out, name="lstmPerceptron")
 
 
-def build_model(name, num_steps, num_static, num_classes, variant="fast", seed=None):
+def build_model(name, num_steps, num_static, num_classes, variant="fast", seed=None, channels=1,
+                vote_prior=0.0):
     if name == "lstm":
-        return build_lstm(num_steps, num_classes, variant, seed)
+        return build_lstm(num_steps, num_classes, variant, seed, channels)
     if name == "lstmPerceptron":
-        return build_lstm_perceptron(num_steps, num_static, num_classes, variant, seed)
+        return build_lstm_perceptron(num_steps, num_static, num_classes, variant, seed, channels,
+                                     vote_prior)
     raise ValueError(f"unknown model {name}")
 
 
@@ -217,13 +236,20 @@ def interpolate_epochs(disp, weights):
     return out - out[:, :1]
 
 
+SERIES_SOURCES = ("displacement", "filtered")
+
+
 @dataclass
 class Preprocessor:
     """Turns stack rows into model inputs; fitted on the training pixels, stored as JSON.
 
-    The series keep their amplitude (one global scale, not a per-pixel z-score): the
-    temporal clusters differ as much by rate as by shape. Static features are z-scored with
-    the training means/stds; unknown values (NaN) become the mean (0).
+    series_source 'displacement': the stack's series with their amplitude (one global
+    scale): one channel. 'filtered': the band-passed series that tskm clustered
+    (hotspotFiltered.h5), as two channels: each series z-scored (the shape tskm's k-means
+    saw, normalize = zscore) and the same series on one global scale (its amplitude, which
+    the z-score drops and which tells a hotspot from a noise pixel of the same shape).
+    Static features are z-scored with the training means/stds; unknown values (NaN) become
+    the mean (0).
     """
     dates: list
     time_step: int
@@ -232,9 +258,14 @@ class Preprocessor:
     static_std: list = field(default_factory=list)
     lon0: float = 0.0
     lat0: float = 0.0
+    series_source: str = "displacement"
+
+    @property
+    def channels(self):
+        return 2 if self.series_source == "filtered" else 1
 
     @classmethod
-    def fit(cls, dates, time_step, disp, static, lon0, lat0):
+    def fit(cls, dates, time_step, disp, static, lon0, lat0, series_source="displacement"):
         series = time_average(disp, time_step)
         scale = float(np.nanstd(series)) if series.size else 1.0
         if not np.isfinite(scale) or scale <= 0:
@@ -248,16 +279,22 @@ class Preprocessor:
         std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
         return cls(dates=[str(d) for d in dates], time_step=int(time_step), series_scale=scale,
                    static_mean=[float(v) for v in mean], static_std=[float(v) for v in std],
-                   lon0=float(lon0), lat0=float(lat0))
+                   lon0=float(lon0), lat0=float(lat0), series_source=series_source)
 
     @property
     def num_steps(self):
         return num_steps(len(self.dates), self.time_step)
 
     def series(self, disp):
-        """(n, T) displacement on the model's epochs -> (n, T', 1) float32."""
+        """(n, T) series on the model's epochs -> (n, T', channels) float32."""
         x = time_average(disp, self.time_step) / np.float32(self.series_scale)
-        return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)[:, :, None].astype(np.float32)
+        x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+        if self.channels == 1:
+            return x[:, :, None]
+        centred = x - x.mean(axis=1, keepdims=True)
+        std = centred.std(axis=1, keepdims=True)
+        z = np.divide(centred, std, out=np.zeros_like(centred), where=std > 1e-6)
+        return np.stack([z, x], axis=2)
 
     def static(self, raw):
         """(n, S) raw static features (stack order of STATIC_FEATURES) -> scaled float32."""
@@ -279,60 +316,91 @@ def static_features(pixels, xy):
 
 @dataclass
 class Reference:
-    """Training pixels (position km, class index) that predict consults for spatial context."""
+    """Training pixels (position km, class index, tskm label) that predict consults for
+    spatial context. temporal is empty when the model has no temporal input."""
     x: list = field(default_factory=list)
     y: list = field(default_factory=list)
     cls: list = field(default_factory=list)
+    temporal: list = field(default_factory=list)
 
     def __post_init__(self):
-        self.x = np.asarray(self.x, dtype=np.float64)
-        self.y = np.asarray(self.y, dtype=np.float64)
+        # rounded as the JSON sidecar stores them: on a grid many neighbours tie, and the
+        # trained and the reloaded model must pick the same ones
+        self.x = np.round(np.asarray(self.x, dtype=np.float64), 4)
+        self.y = np.round(np.asarray(self.y, dtype=np.float64), 4)
         self.cls = np.asarray(self.cls, dtype=np.int64)
-        self._tree = None
+        self.temporal = np.asarray(self.temporal, dtype=np.int64)
+        self._trees = {}
 
     @property
     def size(self):
         return int(self.cls.size)
 
-    def tree(self):
-        if self._tree is None:
+    def rows(self, group=None):
+        """Reference rows of one temporal group (all rows for None)."""
+        if group is None:
+            return np.arange(self.size)
+        return np.nonzero(self.temporal == group)[0]
+
+    def tree(self, group=None):
+        if group not in self._trees:
             from scipy.spatial import cKDTree
-            self._tree = cKDTree(np.column_stack([self.x, self.y]))
-        return self._tree
+            rows = self.rows(group)
+            self._trees[group] = cKDTree(np.column_stack([self.x[rows], self.y[rows]]))
+        return self._trees[group]
 
     def to_dict(self):
-        return {"x": np.round(self.x, 4).tolist(), "y": np.round(self.y, 4).tolist(),
-                "cls": self.cls.tolist()}
+        return {"x": self.x.tolist(), "y": self.y.tolist(),
+                "cls": self.cls.tolist(), "temporal": self.temporal.tolist()}
 
 
-def neighbour_votes(ref, x, y, num_class, k, self_index=None):
+def neighbour_votes(ref, x, y, num_class, k, self_index=None, group=None):
     """Share of each class among the k nearest reference pixels, (n, num_class) float32.
 
     This is how lstmPerceptron tells apart clusters that the series cannot (twins, one
     background split by DBSCAN, noise beside a cluster): what the training labels around a
     pixel say. self_index: for reference pixels themselves, their row in `ref`, left out
     (leave-one-out) so that training sees the same evidence as prediction.
+    group: the pixels' temporal (tskm) labels; then only reference pixels of the same
+    temporal label vote - DBSCAN joined pixels of one temporal cluster only, so these are
+    the neighbours that decide a pixel's cluster (mixed neighbours gave 96 % on the medium
+    hard scene, same-label ones more: README).
     """
     n = np.asarray(x).shape[0]
     out = np.zeros((n, num_class), dtype=np.float32)
     if n == 0 or ref.size == 0:
         return out
-    k = min(k, ref.size - (1 if self_index is not None else 0))
-    if k < 1:
-        return out
     pts = np.nan_to_num(np.column_stack([x, y]), nan=0.0)
-    if self_index is None:
-        _, idx = ref.tree().query(pts, k=k)
-        idx = idx.reshape(n, k)
-    else:
-        _, idx = ref.tree().query(pts, k=k + 1)
-        drop = idx == np.asarray(self_index)[:, None]
-        drop[~drop.any(axis=1), -1] = True
-        drop &= np.cumsum(drop, axis=1) == 1         # duplicates positions: drop one only
-        idx = idx[~drop].reshape(n, k)
-    flat = (np.arange(n)[:, None] * num_class + ref.cls[idx]).ravel()
-    out[:] = np.bincount(flat, minlength=n * num_class).reshape(n, num_class) / np.float32(k)
+    self_index = None if self_index is None else np.asarray(self_index, dtype=np.int64)
+    if group is None or ref.temporal.size != ref.size:
+        _votes_into(out, np.arange(n), ref, None, pts, k, self_index)
+        return out
+    group = np.asarray(group, dtype=np.int64)
+    for g in np.unique(group):
+        _votes_into(out, np.nonzero(group == g)[0], ref, int(g), pts, k, self_index)
     return out
+
+
+def _votes_into(out, query, ref, group, pts, k, self_index):
+    """Fill out[query] with the class shares of the k nearest reference pixels of group."""
+    rows = ref.rows(group)
+    k = min(k, rows.size - (1 if self_index is not None else 0))
+    if k < 1 or query.size == 0:
+        return
+    num_class = out.shape[1]
+    if self_index is None:
+        _, idx = ref.tree(group).query(pts[query], k=k)
+        idx = rows[idx.reshape(query.size, k)]
+    else:
+        _, idx = ref.tree(group).query(pts[query], k=k + 1)
+        idx = rows[idx.reshape(query.size, k + 1)]
+        drop = idx == self_index[query][:, None]
+        drop[~drop.any(axis=1), -1] = True
+        drop &= np.cumsum(drop, axis=1) == 1         # duplicate positions: drop one only
+        idx = idx[~drop].reshape(query.size, k)
+    flat = (np.arange(query.size)[:, None] * num_class + ref.cls[idx]).ravel()
+    out[query] = (np.bincount(flat, minlength=query.size * num_class)
+                  .reshape(query.size, num_class) / np.float32(k))
 
 
 @dataclass
@@ -400,6 +468,14 @@ class TwinResolver:
         return {"group": [int(g) for g in self.group]}
 
 
+def one_hot(labels, k):
+    """(n, k + 1) float32 one-hot of tskm labels 1..k; column 0 = unknown (-1, 0)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    out = np.zeros((labels.size, k + 1), dtype=np.float32)
+    out[np.arange(labels.size), np.where((labels >= 1) & (labels <= k), labels, 0)] = 1.0
+    return out
+
+
 def twin_groups(class_id, parent):
     """Twin group per class index from the parent temporal cluster of each class.
 
@@ -435,25 +511,41 @@ class ModelBundle:
     model: object = None
     train_stack: dict = field(default_factory=dict)
     train_index: list = field(default_factory=list)
+    temporal: dict = field(default_factory=dict)
+    vote_prior: float = 0.0
 
     @property
     def uses_static(self):
         return self.name == "lstmPerceptron"
 
-    def inputs(self, disp, static_raw, self_index=None):
-        """Model inputs of stack rows; self_index: rows of `reference` (training, see votes)."""
+    @property
+    def num_temporal(self):
+        """k of the tskm clusters whose one-hot label lstmPerceptron sees (0: none)."""
+        return int(self.temporal.get("num_cluster", 0)) if self.uses_static else 0
+
+    def inputs(self, disp, static_raw, self_index=None, temporal=None):
+        """Model inputs of stack rows; self_index: rows of `reference` (training, see votes);
+        temporal: the rows' tskm labels (needed when num_temporal > 0)."""
         x = self.prep.series(disp)
         if not self.uses_static:
             return x
+        if self.num_temporal and temporal is None:
+            raise HotspotError(f"model '{self.name}' needs the temporal (tskm) label of "
+                               "every pixel")
+        group = temporal if self.num_temporal else None
         votes = neighbour_votes(self.reference, static_raw[:, -2], static_raw[:, -1],
-                                len(self.class_id), self.num_neighbours, self_index)
-        return [x, np.concatenate([self.prep.static(static_raw), votes], axis=1)]
+                                len(self.class_id), self.num_neighbours, self_index, group)
+        parts = [self.prep.static(static_raw), votes]
+        if self.num_temporal:
+            parts.append(one_hot(temporal, self.num_temporal))
+        out = [x, np.concatenate(parts, axis=1)]
+        return out + [votes] if self.vote_prior else out
 
-    def predict_proba(self, disp, static_raw, batch_size=4096):
+    def predict_proba(self, disp, static_raw, batch_size=4096, temporal=None):
         n = disp.shape[0]
         if n == 0:
             return np.zeros((0, len(self.class_id)), dtype=np.float32)
-        inputs = self.inputs(disp, static_raw)
+        inputs = self.inputs(disp, static_raw, temporal=temporal)
         # Pad to whole batches: every call then has one batch shape, so the backend compiles
         # the predict function once instead of once per ragged last batch.
         batch = min(batch_size, n)
@@ -465,9 +557,9 @@ class ModelBundle:
         prob = self.model.predict(inputs, batch_size=batch, verbose=0)
         return np.asarray(prob)[:n]
 
-    def classify(self, disp, static_raw, batch_size=4096):
+    def classify(self, disp, static_raw, batch_size=4096, temporal=None):
         """(cluster id, probability) per row; argmax after the twin post-step."""
-        prob = self.predict_proba(disp, static_raw, batch_size)
+        prob = self.predict_proba(disp, static_raw, batch_size, temporal)
         idx, p = self.twins.resolve(prob, static_raw[:, -2], static_raw[:, -1], self.reference)
         return np.asarray(self.class_id, dtype=np.int32)[idx], p
 
@@ -486,6 +578,7 @@ class ModelBundle:
                     "preprocessing": asdict(self.prep), "twins": self.twins.to_dict(),
                     "reference": self.reference.to_dict(), "train_stack": self.train_stack,
                     "train_index": [int(i) for i in self.train_index],
+                    "temporal": self.temporal, "vote_prior": float(self.vote_prior),
                     "keras_sha256": _sha256(tmp)}
             with atomic_path(sidecar_path(keras_path)) as jtmp:
                 jtmp.write_text(json.dumps(meta))
@@ -525,7 +618,9 @@ def load_bundle(keras_path):
                        reference=Reference(**meta["reference"]),
                        num_neighbours=meta["num_neighbours"],
                        train_stack=meta.get("train_stack", {}),
-                       train_index=meta.get("train_index", []))
+                       train_index=meta.get("train_index", []),
+                       temporal=meta.get("temporal", {}),
+                       vote_prior=meta.get("vote_prior", 0.0))
 
 
 def _sha256(path):

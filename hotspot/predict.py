@@ -13,6 +13,7 @@ that does not span the model's period is an error.
 When WORKDIR/clusterDBSCAN.h5 matches the stack, the agreement with the DBSCAN labels on
 the labelled pixels not used for training is printed and stored (AGREEMENT_HELD_OUT).
 """
+import contextlib
 import json
 from pathlib import Path
 
@@ -79,8 +80,9 @@ def inputs(ctx):
     out = [ctx.path(STACK_FILE)]
     for path in model_files(ctx).values():
         out += [path, lm.sidecar_path(path)]
-    if ctx.path(LABEL_FILE).is_file():
-        out.append(ctx.path(LABEL_FILE))
+    for name in (LABEL_FILE, "hotspotFiltered.h5"):
+        if ctx.path(name).is_file():
+            out.append(ctx.path(name))
     return out
 
 
@@ -91,12 +93,16 @@ def outputs(ctx):
 # ----------------------------------------------------------------- computation
 
 def predict_stack(bundles, stack_file, min_probability=0.5, batch_size=4096, max_memory=4.0,
-                  max_block=MAX_BLOCK, log=print):
+                  max_block=MAX_BLOCK, log=print, filtered_file=None, temporal=None):
     """Label every pixel of the stack with each bundle, block by block.
 
     Returns {name: (pixel labels int32, probability float32)}; labels are DBSCAN-style
-    cluster ids, 0 where the probability is below min_probability.
+    cluster ids, 0 where the probability is below min_probability. filtered_file: the
+    band-passed copy of the stack (same pixels and epochs), read for the bundles trained
+    on the filtered series. temporal: {name: tskm label of every pixel} for the bundles
+    that take it as input (ModelBundle.num_temporal).
     """
+    temporal = temporal or {}
     from mintpy.utils import ptime
     info = read_info(stack_file)
     weights = {name: lm.check_dates(b, info.dates, str(stack_file)) for name, b in bundles.items()}
@@ -108,15 +114,24 @@ def predict_stack(bundles, stack_file, min_probability=0.5, batch_size=4096, max
     names = list(lm.STACK_STATIC) + ["longitude", "latitude"]
     prog = ptime.progressBar(maxValue=info.num_pixel)
     import h5py
-    with h5py.File(stack_file, "r") as f:
-        dset = f["displacement"]
+    sources = {b.prep.series_source for b in bundles.values()}
+    if "filtered" in sources and filtered_file is None:
+        raise HotspotError(f"{stack_file}: a model was trained on the band-passed series; "
+                           "predict needs the filtered copy of this stack (tskm step)")
+    files = {"displacement": stack_file, "filtered": filtered_file}
+    with contextlib.ExitStack() as stack:
+        dsets = {src: stack.enter_context(h5py.File(files[src], "r"))["displacement"]
+                 for src in sources}
         for start, stop in iter_blocks(info.num_pixel, size):
-            disp = dset[start:stop]
+            blocks = {src: d[start:stop] for src, d in dsets.items()}
             pix = read_pixels(stack_file, names, start, stop)
             for name, bundle in bundles.items():
                 xy = bundle.prep.positions(pix["longitude"], pix["latitude"])
+                disp = blocks[bundle.prep.series_source]
                 series = disp if weights[name] is None else lm.interpolate_epochs(disp, weights[name])
-                cid, prob = bundle.classify(series, lm.static_features(pix, xy), batch_size)
+                tk = temporal.get(name)
+                cid, prob = bundle.classify(series, lm.static_features(pix, xy), batch_size,
+                                            None if tk is None else tk[start:stop])
                 cid = np.where(prob >= min_probability, cid, 0)
                 out[name][0][start:stop] = cid
                 out[name][1][start:stop] = prob
@@ -150,6 +165,44 @@ def held_out_agreement(pred, dbscan, bundle, stack_info):
     return {"agreement": agree, "num": n, "cluster_id": ids.astype(np.int32), "recall": recall}
 
 
+def filtered_series(ctx, stack_file, info):
+    """WORKDIR/hotspotFiltered.h5 for this stack; made with the tskm step's band-pass when it
+    is missing or belongs to other pixels / epochs (a model applied to a new stack)."""
+    from hotspot import tskm
+    from hotspot.train_lstm import FILTER_FILE, _same_pixels
+    path = ctx.path(FILTER_FILE)
+    if _same_pixels(path, info):
+        return path
+    ctx.log(f"predict: the model sees band-passed series and {path.name} does not match "
+            f"{stack_file.name}: filtering it now (as the tskm step does)")
+    tskm.filter_stack(stack_file, path, ctx.config.max_memory, seed=ctx.config.seed,
+                      log=ctx.log)
+    return path
+
+
+def temporal_labels(ctx, bundle, filtered_file, info):
+    """tskm labels of every pixel for a bundle that takes them: clusterTSKM.h5 when it holds
+    this stack's labels from the model's own centroids, else assigned now with them."""
+    from hotspot import tskm
+    path = ctx.path(tskm.OUT_FILE)
+    params = dict(bundle.temporal)
+    params["centroids"] = np.asarray(params["centroids"], dtype=np.float64)
+    if path.is_file():
+        from hotspot.train_lstm import read_temporal
+        try:
+            labels = read_pixel_label(path)
+            same = (labels.shape == (info.num_pixel,)
+                    and np.allclose(read_temporal(path)["centroids"], params["centroids"]))
+        except (HotspotError, KeyError, ValueError):
+            same = False
+        if same:
+            return labels
+    ctx.log(f"predict: assigning the model's {params['num_cluster']} temporal centroids to "
+            f"{filtered_file.name} ({path.name} is missing or from other centroids)")
+    labels, _ = tskm.assign_stack(filtered_file, params, ctx.config.max_memory, log=ctx.log)
+    return labels
+
+
 def run(ctx):
     stack_file = ctx.path(STACK_FILE)
     info = read_info(stack_file)
@@ -161,8 +214,13 @@ def run(ctx):
     for name, b in bundles.items():
         if b.name != name:
             raise HotspotError(f"{files[name]}: holds model '{b.name}', expected '{name}'")
+    filtered = None
+    if any(b.prep.series_source == "filtered" for b in bundles.values()):
+        filtered = filtered_series(ctx, stack_file, info)
+    temporal = {name: temporal_labels(ctx, b, filtered, info)
+                for name, b in bundles.items() if b.num_temporal}
     results = predict_stack(bundles, stack_file, min_prob, batch, ctx.config.max_memory,
-                            log=ctx.log)
+                            log=ctx.log, filtered_file=filtered, temporal=temporal)
     dbscan = None
     label_file = ctx.path(LABEL_FILE)
     if label_file.is_file():

@@ -62,7 +62,6 @@ COVARIOGRAM_FILE = "covariogram.h5"
 MODEL_DIR = "model"
 BALANCE_RATIO = 10          # largest / smallest class above which the sample is balanced
 VALIDATION_FRACTION = 0.1
-MAX_REFERENCE = 50_000       # training pixels kept for the spatial context
 KEY = "hotspot.train_lstm."
 
 
@@ -80,6 +79,8 @@ class TrainSettings:
     learning_rate: float = 1e-3
     patience: int = 5
     max_class: int = 1000
+    series: str = "auto"            # displacement / filtered; auto: resolved by run()
+    num_reference: int = 200_000
     seed: int = 0
     verbose: int = 2
 
@@ -113,6 +114,9 @@ def read_settings(config):
         learning_rate=config.get_float(KEY + "learningRate", min_value=1e-12),
         patience=config.get_int(KEY + "patience", min_value=0),
         max_class=config.get_int(KEY + "maxClass", min_value=1),
+        series=("auto" if config.is_auto(KEY + "series")
+                else config.get_choice(KEY + "series", list(lm.SERIES_SOURCES))),
+        num_reference=config.get_int(KEY + "numReference", min_value=0),
         seed=config.seed)
 
 
@@ -199,13 +203,22 @@ def random_split(n, test_size, rng):
     return test
 
 
-def block_split(x, y, block_km, test_size, rng):
-    """Boolean test mask holding out whole block_km tiles until test_size of the pixels."""
+def block_split(x, y, block_km, test_size, rng, extra_xy=None):
+    """Boolean test mask holding out whole block_km tiles until test_size of the pixels.
+
+    extra_xy: (x, y) of other pixels; then also returns which of them lie in a held-out
+    tile (they must not serve as reference for a blocked test).
+    """
     x = np.nan_to_num(np.asarray(x, dtype=np.float64))
     y = np.nan_to_num(np.asarray(y, dtype=np.float64))
-    ix = np.floor((x - x.min(initial=0)) / block_km).astype(np.int64)
-    iy = np.floor((y - y.min(initial=0)) / block_km).astype(np.int64)
-    tile = ix * (iy.max(initial=0) + 1) + iy
+    x0, y0 = x.min(initial=0), y.min(initial=0)
+
+    def tile_of(px, py):
+        ix = np.floor((np.nan_to_num(px) - x0) / block_km).astype(np.int64)
+        iy = np.floor((np.nan_to_num(py) - y0) / block_km).astype(np.int64)
+        return ix * 10_000_019 + iy
+
+    tile = tile_of(x, y)
     tiles, inverse, counts = np.unique(tile, return_inverse=True, return_counts=True)
     if tiles.size < 2:
         raise HotspotError(f"{KEY}blockSize = {block_km:.3g} km puts the whole sample in one tile; "
@@ -220,7 +233,9 @@ def block_split(x, y, block_km, test_size, rng):
     k = min(max(k, 1), tiles.size - 1)
     held = np.zeros(tiles.size, dtype=bool)
     held[order[:k]] = True
-    return held[inverse]
+    if extra_xy is None:
+        return held[inverse]
+    return held[inverse], np.isin(tile_of(*extra_xy), tiles[held])
 
 
 def auto_block_size(workdir, x, y, log=print):
@@ -264,46 +279,84 @@ def twin_parents(labels, tskm):
 class Sample:
     index: np.ndarray        # pixel indices in the stack
     label: np.ndarray        # DBSCAN labels
-    disp: np.ndarray         # (n, T) displacement
+    disp: np.ndarray         # (n, T) model series (displacement or band-passed)
     static: np.ndarray       # (n, 6) raw static features incl. x, y km
     lon0: float
     lat0: float
+    pool_index: np.ndarray = None   # labelled pixels outside the sample: extra reference
+    pool_label: np.ndarray = None   # their DBSCAN labels
+    pool_xy: np.ndarray = None      # (m, 2) their x, y km
+    temporal: np.ndarray = None     # (n,) tskm labels of the sample (None: unknown)
+    pool_temporal: np.ndarray = None
 
 
-def read_sample(stack_file, index, labels):
+def read_sample(stack_file, index, labels, series_file=None, num_pool=0, rng=None):
+    """The sample's series and static inputs, and up to num_pool other labelled pixels
+    (seeded draw) that may serve as spatial reference (their labels and positions only)."""
     pix = read_pixels(stack_file, list(lm.STACK_STATIC) + ["longitude", "latitude"])
     lon0 = float(np.nanmean(pix["longitude"]))
     lat0 = float(np.nanmean(pix["latitude"]))
     from hotspot.utils.geo import lonlat_to_xy_km
     xy = lonlat_to_xy_km(pix["longitude"][index], pix["latitude"][index], lon0, lat0)
     sub = {k: v[index] for k, v in pix.items()}
-    disp = read_rows(stack_file, index)
+    disp = read_rows(series_file or stack_file, index)
+    other = np.ones(labels.size, dtype=bool)
+    other[index] = False
+    pool = np.nonzero(other & (labels >= 0))[0]
+    if pool.size > num_pool:
+        rng = rng or np.random.default_rng(0)
+        pool = np.sort(rng.choice(pool, num_pool, replace=False))
+    pool_xy = np.column_stack(lonlat_to_xy_km(pix["longitude"][pool], pix["latitude"][pool],
+                                              lon0, lat0)) if pool.size else np.zeros((0, 2))
     return Sample(index=index, label=labels[index], disp=disp,
-                  static=lm.static_features(sub, xy), lon0=lon0, lat0=lat0)
+                  static=lm.static_features(sub, xy), lon0=lon0, lat0=lat0,
+                  pool_index=pool, pool_label=labels[pool], pool_xy=pool_xy)
 
 
 def class_index(class_id, labels):
     return np.searchsorted(np.asarray(class_id), labels)
 
 
-def fit_model(name, sample, train, settings, dates, class_id, twin_group, rng, log=print):
-    """Fit one model on sample[train]; returns (bundle, history dict, seconds)."""
+def fit_model(name, sample, train, settings, dates, class_id, twin_group, rng, log=print,
+              pool_ok=None, series_source="displacement", temporal=None):
+    """Fit one model on sample[train]; returns (bundle, history dict, seconds).
+
+    Reference pixels (the spatial context of neighbour_votes and of the twin post-step):
+    the training side of the split, then the pool pixels allowed for this split (pool_ok:
+    not test pixels, not in a held-out tile), up to settings.num_reference in all. The
+    reference's labels are training labels: predict's held-out agreement leaves them out.
+    """
     keras = lm._keras()
     train_rows = np.nonzero(train)[0]
     prep = lm.Preprocessor.fit(dates, settings.time_step, sample.disp[train_rows],
-                               sample.static[train_rows], sample.lon0, sample.lat0)
+                               sample.static[train_rows], sample.lon0, sample.lat0,
+                               series_source=series_source)
     y = class_index(class_id, sample.label)
-    # Reference pixels (spatial context at predict): the training side of the split.
     ref_rows = train_rows
-    if ref_rows.size > MAX_REFERENCE:
-        ref_rows = np.sort(rng.choice(ref_rows, MAX_REFERENCE, replace=False))
-    reference = lm.Reference(x=sample.static[ref_rows, -2], y=sample.static[ref_rows, -1],
-                             cls=y[ref_rows])
+    if ref_rows.size > max(settings.num_reference, 1):
+        ref_rows = np.sort(rng.choice(ref_rows, settings.num_reference, replace=False))
+    pool = np.zeros(0, dtype=np.int64)
+    if sample.pool_index is not None and sample.pool_index.size:
+        pool = np.nonzero(pool_ok if pool_ok is not None else
+                          np.ones(sample.pool_index.size, dtype=bool))[0]
+        room = max(settings.num_reference - ref_rows.size, 0)
+        if pool.size > room:
+            pool = np.sort(rng.choice(pool, room, replace=False))
+    pool_cls = class_index(class_id, sample.pool_label[pool]) if pool.size else pool
+    reference = lm.Reference(
+        x=np.concatenate([sample.static[ref_rows, -2], sample.pool_xy[pool, 0]]),
+        y=np.concatenate([sample.static[ref_rows, -1], sample.pool_xy[pool, 1]]),
+        cls=np.concatenate([y[ref_rows], pool_cls]),
+        temporal=(np.concatenate([sample.temporal[ref_rows], sample.pool_temporal[pool]])
+                  if temporal and sample.temporal is not None else []))
     ref_pos = np.full(sample.index.size, -1, dtype=np.int64)
     ref_pos[ref_rows] = np.arange(ref_rows.size)
     twins = lm.TwinResolver(group=list(twin_group) if name == "lstm" else [-1] * len(class_id))
     bundle = lm.ModelBundle(name=name, variant=settings.variant, class_id=list(class_id),
-                            prep=prep, twins=twins, reference=reference)
+                            prep=prep, twins=twins, reference=reference,
+                            temporal=dict(temporal or {}))
+    # same-label votes (temporal input) are what DBSCAN decided by: a prior on the output
+    bundle.vote_prior = lm.VOTE_PRIOR if bundle.num_temporal else 0.0
     fit_rows = train_rows
     use_val = settings.patience > 0 and fit_rows.size >= 20
     val_rows = np.array([], dtype=np.int64)
@@ -312,13 +365,17 @@ def fit_model(name, sample, train, settings, dates, class_id, twin_group, rng, l
         nval = max(1, int(round(VALIDATION_FRACTION * fit_rows.size)))
         val_rows, fit_rows = np.sort(perm[:nval]), np.sort(perm[nval:])
     keras.utils.set_random_seed(settings.seed)
-    model = lm.build_model(name, prep.num_steps, sample.static.shape[1] + len(class_id),
-                           len(class_id), settings.variant, seed=settings.seed)
+    num_static = sample.static.shape[1] + len(class_id) + (bundle.num_temporal + 1
+                                                            if bundle.num_temporal else 0)
+    model = lm.build_model(name, prep.num_steps, num_static, len(class_id), settings.variant,
+                           seed=settings.seed, channels=prep.channels,
+                           vote_prior=bundle.vote_prior)
     lm.compile_model(model, settings.learning_rate)
     bundle.model = model
 
     def model_inputs(rows):
-        return bundle.inputs(sample.disp[rows], sample.static[rows], self_index=ref_pos[rows])
+        return bundle.inputs(sample.disp[rows], sample.static[rows], self_index=ref_pos[rows],
+                             temporal=None if sample.temporal is None else sample.temporal[rows])
 
     kwargs = {}
     if use_val:
@@ -331,7 +388,10 @@ def fit_model(name, sample, train, settings, dates, class_id, twin_group, rng, l
                      **kwargs)
     seconds = time.time() - t0
     history = {k: np.asarray(v, dtype=np.float32) for k, v in hist.history.items()}
-    bundle.train_index = sample.index[train_rows]
+    seen = sample.index[train_rows]
+    if pool.size:
+        seen = np.union1d(seen, sample.pool_index[pool])
+    bundle.train_index = seen
     log(f"{name}: {len(history.get('loss', []))} epochs in {seconds:.1f} s "
         f"({fit_rows.size} training, {val_rows.size} validation pixels)")
     return bundle, history, seconds
@@ -341,7 +401,8 @@ def evaluate(bundle, sample, test, batch_size=4096):
     """Accuracy, per-class recall and row-normalised confusion on sample[test]."""
     rows = np.nonzero(test)[0]
     nclass = len(bundle.class_id)
-    pred, _ = bundle.classify(sample.disp[rows], sample.static[rows], batch_size)
+    pred, _ = bundle.classify(sample.disp[rows], sample.static[rows], batch_size,
+                              None if sample.temporal is None else sample.temporal[rows])
     truth = class_index(bundle.class_id, sample.label[rows])
     pred = class_index(bundle.class_id, pred)
     counts = np.zeros((nclass, nclass), dtype=np.int64)
@@ -359,11 +420,15 @@ def twin_recall(recall, group):
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def train(stack_file, labels, settings, tskm=None, block_size=None, log=print):
+def train(stack_file, labels, settings, tskm=None, block_size=None, log=print,
+          series_file=None, temporal=None):
     """Draw the sample, split it, fit and score every model; returns a results dict.
 
     block_size: km, or None to use 1/5 of the scene's extent. The saved bundle of each model
-    is the one fitted on the first split of settings.splits.
+    is the one fitted on the first split of settings.splits. series_file: the band-passed
+    stack (hotspotFiltered.h5) the models see instead of the displacement (series
+    'filtered'); None for the displacement. temporal: the tskm model (read_temporal) whose
+    labels (tskm) lstmPerceptron sees as input; None: not an input.
     """
     info = read_info(stack_file)
     labels = np.asarray(labels, dtype=np.int64)
@@ -380,21 +445,38 @@ def train(stack_file, labels, settings, tskm=None, block_size=None, log=print):
     log(f"training sample: {index.size} pixels of {int((labels >= 0).sum())} labelled, "
         f"{len(class_id) - 1} clusters + no-cluster class"
         f"{', class-balanced' if balanced else ''}")
-    sample = read_sample(stack_file, index, labels)
+    series_source = "filtered" if series_file else "displacement"
+    sample = read_sample(stack_file, index, labels, series_file, settings.num_reference,
+                         np.random.default_rng([settings.seed, 4]))
+    if temporal and tskm is not None:
+        sample.temporal = np.asarray(tskm, dtype=np.int64)[index]
+        sample.pool_temporal = np.asarray(tskm, dtype=np.int64)[sample.pool_index]
+    else:
+        temporal = None
+    log(f"model series: {series_source}"
+        + (f" ({Path(series_file).name}, z-scored + amplitude channels)" if series_file else "")
+        + f"; spatial reference: up to {settings.num_reference} labelled pixels "
+        f"({sample.pool_index.size} outside the sample available)")
     source = "given" if block_size else "unused"
     if block_size is None and "block" in settings.splits:
         extent = max(np.ptp(sample.static[:, -2]), np.ptp(sample.static[:, -1]))
         block_size, source = max(float(extent) / 5.0, 1e-3), "fallback: scene extent / 5"
-    masks = {}
+    masks, pool_ok = {}, {}
     for split in ("random", "block"):
         split_rng = np.random.default_rng([settings.seed, 1 if split == "random" else 2])
-        if split in settings.splits:
-            masks[split] = (random_split(index.size, settings.test_size, split_rng)
-                            if split == "random" else
-                            block_split(sample.static[:, -2], sample.static[:, -1], block_size,
-                                        settings.test_size, split_rng))
+        if split not in settings.splits:
+            continue
+        if split == "random":
+            masks[split] = random_split(index.size, settings.test_size, split_rng)
+            pool_ok[split] = np.ones(sample.pool_index.size, dtype=bool)
+        else:
+            masks[split], held = block_split(sample.static[:, -2], sample.static[:, -1],
+                                             block_size, settings.test_size, split_rng,
+                                             extra_xy=(sample.pool_xy[:, 0], sample.pool_xy[:, 1]))
+            pool_ok[split] = ~held
     group = lm.twin_groups(class_id, twin_parents(labels, tskm))
     results = {"sample": sample, "masks": masks, "balanced": balanced, "class_id": class_id,
+               "series_source": series_source,
                "twin_group": group, "block_size": block_size, "block_source": source,
                "models": {}}
     for name in settings.models:
@@ -404,7 +486,10 @@ def train(stack_file, labels, settings, tskm=None, block_size=None, log=print):
                 f"{int(masks[split].sum())} test pixels")
             fit_rng = np.random.default_rng([settings.seed, 3])
             bundle, history, seconds = fit_model(name, sample, ~masks[split], settings,
-                                                 info.dates, class_id, group, fit_rng, log)
+                                                 info.dates, class_id, group, fit_rng, log,
+                                                 pool_ok=pool_ok[split], series_source=series_source,
+                                                 temporal=temporal if name == "lstmPerceptron"
+                                                 else None)
             bundle.train_stack = {"num_pixel": info.num_pixel, "dates": info.dates,
                                   "path": str(Path(stack_file).resolve())}
             scores = evaluate(bundle, sample, masks[split])
@@ -497,6 +582,37 @@ def _same_pixels(path, info):
     return other.num_pixel == info.num_pixel and list(other.dates) == list(info.dates)
 
 
+def read_temporal(tskm_file):
+    """The fitted tskm model of clusterTSKM.h5 (centroids in the fit unit, metric, gamma,
+    band radius, normalisation), as tskm.assign_rows takes it; JSON-ready."""
+    import h5py
+    from hotspot.tskm import UNIT_SCALE
+    attrs = read_attrs(tskm_file)
+    with h5py.File(tskm_file, "r") as f:
+        centroids = np.asarray(f["centroid"], dtype=np.float64)
+    if str(attrs.get("CENTROID_UNIT")) == "m":
+        centroids = centroids * UNIT_SCALE
+    band = attrs.get("BAND_RADIUS", "none")
+    return {"num_cluster": int(centroids.shape[0]), "centroids": centroids.tolist(),
+            "metric": str(attrs.get("METRIC")), "gamma": float(attrs.get("GAMMA")),
+            "band_radius": None if str(band) == "none" else int(band),
+            "normalize": str(attrs.get("NORMALIZE"))}
+
+
+def resolve_series(choice, filter_file, info):
+    """'filtered' or 'displacement': auto takes the band-passed series of the tskm step
+    when its file matches the stack (the series the clusters were found in)."""
+    if choice == "displacement":
+        return choice
+    if _same_pixels(filter_file, info):
+        return "filtered"
+    if choice == "filtered":
+        raise HotspotError(f"{KEY}series = filtered needs {filter_file} for this stack "
+                           f"({info.num_pixel} pixels, {info.num_date} epochs); run the tskm "
+                           "step first or set it to displacement")
+    return "displacement"
+
+
 def run(ctx):
     settings = read_settings(ctx.config)
     stack_file, label_file = ctx.path(STACK_FILE), ctx.path(LABEL_FILE)
@@ -519,8 +635,14 @@ def run(ctx):
         from hotspot.utils.geo import lonlat_to_xy_km
         x, y = lonlat_to_xy_km(pix["longitude"], pix["latitude"])
         block, source = auto_block_size(ctx.workdir, x, y, ctx.log)
+    model_series = resolve_series(settings.series, ctx.path(FILTER_FILE), info)
+    # the tskm centroids are of the band-passed series: an input only with those series
+    temporal = (read_temporal(ctx.path(TSKM_FILE))
+                if model_series == "filtered" and tskm is not None else None)
     t0 = time.time()
-    results = train(stack_file, labels, settings, tskm=tskm, block_size=block, log=ctx.log)
+    results = train(stack_file, labels, settings, tskm=tskm, block_size=block, log=ctx.log,
+                    series_file=ctx.path(FILTER_FILE) if model_series == "filtered" else None,
+                    temporal=temporal)
     results["block_source"] = source
     for name, res in results["models"].items():
         path = res["bundle"].save(ctx.path(f"{MODEL_DIR}/{name}.keras"))
@@ -531,6 +653,7 @@ def run(ctx):
                   "NUM_SAMPLE": int(results["sample"].index.size),
                   "BALANCED": results["balanced"], "MODELS": list(settings.models),
                   "SPLITS": list(settings.splits), "TRAIN_TIME_S": time.time() - t0,
+                  "SERIES": model_series,
                   "BACKEND": lm._keras().backend.backend()})
     out = write_results(ctx.path(OUTPUT), results, attrs)
     ctx.log(f"written: {out}")

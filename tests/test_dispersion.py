@@ -371,8 +371,10 @@ def test_bad_inputs_name_file_and_key(tmp_path):
         disp.run(make_ctx(tmp_path, **{"hotspot.dispersion.maxStandardDistance": "-1"}))
     with pytest.raises(HotspotError, match="nope.h5: label file not found"):
         disp.run(make_ctx(tmp_path, **{"hotspot.dispersion.input": "nope.h5"}))
+    with pytest.raises(HotspotError, match="unwrapCheck = yes needs the radar wavelength"):
+        disp.run(make_ctx(tmp_path, **{"hotspot.dispersion.unwrapCheck": "yes"}))
     (tmp_path / "clusterDBSCAN.h5").unlink()
-    with pytest.raises(HotspotError, match="clusterLSTM.h5 nor clusterDBSCAN.h5"):
+    with pytest.raises(HotspotError, match="none of clusterLSTMP.h5, clusterLSTM.h5, clusterDBSCAN"):
         disp.run(make_ctx(tmp_path))
     with pytest.raises(HotspotError, match="pixelLabel has 5 values"):
         disp.compute_dispersion(stack, label[:5], max_sd=1, min_pixel=1, alpha=0.05,
@@ -384,6 +386,8 @@ def test_lstm_labels_preferred_and_no_cluster_case(tmp_path):
     write_label_file(tmp_path / "clusterLSTM.h5", np.where(label >= 0, 0, -1), stack)
     ctx = make_ctx(tmp_path)
     assert disp.input_file(ctx).name == "clusterLSTM.h5"
+    write_label_file(tmp_path / "clusterLSTMP.h5", np.where(label >= 0, 0, -1), stack)
+    assert disp.input_file(ctx).name == "clusterLSTMP.h5"
     disp.run(ctx)                          # no cluster at all: empty tables, all-zero map
     with h5py.File(tmp_path / "hotspot.h5") as f:
         assert f["hotspotId"].shape == (0,)

@@ -310,3 +310,55 @@ def test_max_class_keeps_the_clusters_of_strongest_signal(tmp_path):
     np.testing.assert_array_equal(kept[label <= 0], label[label <= 0])
     assert np.all(kept[label == 1] == 0)
     assert train_lstm.limit_classes(label, 4, stack) is label
+
+
+def test_block_split_flags_extra_pixels_in_held_out_tiles():
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(0, 10, 400), rng.uniform(0, 10, 400)
+    ex, ey = rng.uniform(0, 10, 300), rng.uniform(0, 10, 300)
+    test, held = train_lstm.block_split(x, y, 2.5, 0.5, np.random.default_rng(1), extra_xy=(ex, ey))
+    assert np.array_equal(test, train_lstm.block_split(x, y, 2.5, 0.5, np.random.default_rng(1)))
+    tile = np.floor(x / 2.5) * 100 + np.floor(y / 2.5)
+    etile = np.floor(ex / 2.5) * 100 + np.floor(ey / 2.5)
+    assert np.array_equal(held, np.isin(etile, tile[test]))
+    assert 0 < held.mean() < 1
+
+
+def test_filtered_series_temporal_input_and_dense_reference(tmp_path):
+    """series = filtered: two channels (z-score + amplitude); lstmPerceptron also sees the
+    tskm label; the reference holds labelled pixels beyond the sample, never test pixels."""
+    stack, label, tskm = make_tiny_scene(tmp_path)
+    filtered = tmp_path / "hotspotFiltered.h5"
+    from hotspot.tskm import filter_stack
+    filter_stack(stack, filtered, max_memory=0.01, log=lambda m: None)
+    temporal = {"num_cluster": 3, "centroids": np.zeros((3, 24)).tolist(), "metric": "euclidean",
+                "gamma": 0.01, "band_radius": None, "normalize": "zscore"}
+    settings = train_lstm.TrainSettings(num_sample=300, epochs=2, batch_size=64, patience=0,
+                                        splits=("random",), num_reference=400, verbose=0)
+    res = train_lstm.train(stack, label, settings, tskm=tskm, log=lambda m: None,
+                           series_file=filtered, temporal=temporal)
+    sample, test = res["sample"], res["masks"]["random"]
+    for name in lm.MODEL_NAMES:
+        bundle = res["models"][name]["bundle"]
+        assert bundle.prep.series_source == "filtered" and bundle.prep.channels == 2
+        assert bundle.model.inputs[0].shape[-1] == 2
+        assert bundle.reference.size == 400           # 150 training + 250 pool pixels
+        seen = np.asarray(bundle.train_index)
+        assert seen.size == 400 and not np.isin(sample.index[test], seen).any()
+    lp = res["models"]["lstmPerceptron"]["bundle"]
+    assert lp.num_temporal == 3 and res["models"]["lstm"]["bundle"].num_temporal == 0
+    assert lp.model.inputs[1].shape[-1] == 6 + 5 + 4      # static + votes + one-hot tskm
+    assert lp.vote_prior == lm.VOTE_PRIOR and lp.model.inputs[2].shape[-1] == 5
+    x = lp.prep.series(sample.disp[:5])
+    assert np.allclose(x[:, :, 0].std(axis=1), 1, atol=1e-4)   # z-scored channel
+    with pytest.raises(HotspotError, match="temporal"):
+        lp.predict_proba(sample.disp[:5], sample.static[:5])
+    path = lp.save(tmp_path / "model" / "lstmPerceptron.keras")
+    again = lm.load_bundle(path)
+    assert again.num_temporal == 3 and again.prep.series_source == "filtered"
+    tk = sample.temporal[:50]
+    first = again.predict_proba(sample.disp[:50], sample.static[:50], temporal=tk)
+    assert np.array_equal(first, lm.load_bundle(path).predict_proba(
+        sample.disp[:50], sample.static[:50], temporal=tk))
+    assert np.allclose(first, lp.predict_proba(sample.disp[:50], sample.static[:50], temporal=tk),
+                       atol=1e-4)
