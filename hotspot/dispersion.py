@@ -43,6 +43,13 @@ mean velocity is ~0, from noise):
     Most candidates are such noise patches, so their log(signalRms / noiseLevel) gives
     the null: a cluster is significant only when it is also an outlier of it, robust
     z = (x - median) / (1.4826 MAD) >= EMPIRICAL_Z (one-sided 1 %).
+  * unwrapping errors (hotspot.unwrap_check, unwrapCheck = auto: on when the stack has
+    WAVELENGTH): a candidate whose contrast is a jump of n lambda / 2 shared by >= 20 % of its
+    pixels over one epoch interval, and not significant once that jump is removed, is
+    isUnwrapError and never a hotspot (docs/quality.md).
+  * fragments: hotspots that touch (pixels within TOUCH_SPACING spacings) and whose contrasts,
+    smoothed over the tskm window, correlate at >= MERGE_CORRELATION are one feature split by
+    tskm; their clusters are merged (numMerged, mergedCluster) and the table recomputed.
   * kept for information: pValueVelocity, a two-sided z-test of the mean velocity against
     zero with standard error rms(velocityStd) / sqrt(n_eff), n_eff = clip(A / (2 pi L^2),
     1, n) the independent samples in a cluster of area A for an exponential covariance of
@@ -64,7 +71,7 @@ from hotspot.utils.geo import EARTH_RADIUS_KM, lonlat_to_xy_km, median_spacing
 from hotspot.utils.h5io import open_h5, read_attrs, require_dataset, write_h5
 from hotspot.utils.labels import NO_DATA, read_pixel_label, write_label_file
 from hotspot.utils.stack import (STACK_FILE, block_size, decimal_years, iter_blocks, num_blocks,
-                                 read_info, read_pixels)
+                                 read_info, read_pixels, smooth_window)
 
 STEP = "dispersion"
 DISPERSION_FILE = "dispersion.h5"
@@ -312,16 +319,13 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
         log(f"dispersion: {len(merged)} hotspot clusters merged into touching hotspots that move "
             f"alike (smoothed contrast correlation >= {MERGE_CORRELATION}): "
             + ", ".join(f"{a} -> {b}" for a, b in sorted(merged.items())) + "; recomputing")
-        old = np.array(sorted(merged), dtype=np.int64)
-        new = np.array([merged[a] for a in old], dtype=np.int64)
-        pos = np.searchsorted(old, labels)
-        hit = (labels > 0) & (old[np.minimum(pos, old.size - 1)] == labels)
-        labels = labels.copy()
-        labels[hit] = new[pos[hit]]
+        lut = np.arange(labels.max() + 1)
+        lut[list(merged)] = list(merged.values())
+        labels = np.where(labels > 0, lut[np.maximum(labels, 0)], labels)
         table, hotspot_label, geo = _dispersion_pass(stack_file, labels, **kwargs)
     ids = table["clusterId"]
-    into = np.array(list(merged.values()), dtype=np.int64)
-    table["numMerged"] = (1 + np.array([np.sum(into == c) for c in ids])).astype(np.int32)
+    into = np.searchsorted(ids, np.array(list(merged.values()), dtype=np.int64))
+    table["numMerged"] = (1 + np.bincount(into, minlength=ids.size)).astype(np.int32)
     table["mergedCluster"] = np.array(sorted(merged.items()), dtype=np.int32).reshape(-1, 2)
     return table, hotspot_label
 
@@ -344,8 +348,7 @@ def fragment_groups(table, hotspot_label, geo):
         return {}
     row_of = {int(h): int(r) for r, h in enumerate(table["hotspotId"]) if h > 0}
     from scipy.ndimage import uniform_filter1d
-    contrast = table["meanTimeseries"].astype(np.float64) - np.nan_to_num(table["ringTimeseries"])
-    smooth = uniform_filter1d(contrast, geo["window"], axis=1, mode="nearest")
+    smooth = uniform_filter1d(geo["contrast"], geo["window"], axis=1, mode="nearest")
     parent = {}
 
     def root(c):
@@ -367,7 +370,8 @@ def fragment_groups(table, hotspot_label, geo):
 def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insignificant,
                      corr_length, max_memory, seed, temporal_label, half_wavelength, log):
     """One computation of the table and hotspot label; also returns the metric positions
-    (x, y km), the pixel spacing and the smoothing window that fragment_groups needs."""
+    (x, y km), the pixel spacing, the contrast series and the smoothing window that
+    fragment_groups needs."""
     info = read_info(stack_file)
     labels = np.asarray(labels, dtype=np.int64)
     if labels.shape != (info.num_pixel,):
@@ -439,8 +443,7 @@ def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insig
     hotspot_label[labelled] = hid[index]
     table["date"] = np.array(info.dates, dtype="S8")
     table["xyOrigin"] = np.array([lon0, lat0])
-    from hotspot.tskm import smooth_window
-    return table, hotspot_label, {"x": x, "y": y, "spacing": spacing,
+    return table, hotspot_label, {"x": x, "y": y, "spacing": spacing, "contrast": contrast,
                                   "window": smooth_window(info.dates)}
 
 

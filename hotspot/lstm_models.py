@@ -523,6 +523,10 @@ class ModelBundle:
         """k of the tskm clusters whose one-hot label lstmPerceptron sees (0: none)."""
         return int(self.temporal.get("num_cluster", 0)) if self.uses_static else 0
 
+    def static_width(self, num_raw):
+        """Width of the static input that inputs() builds from num_raw raw features."""
+        return num_raw + len(self.class_id) + (self.num_temporal + 1 if self.num_temporal else 0)
+
     def inputs(self, disp, static_raw, self_index=None, temporal=None):
         """Model inputs of stack rows; self_index: rows of `reference` (training, see votes);
         temporal: the rows' tskm labels (needed when num_temporal > 0)."""

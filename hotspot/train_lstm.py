@@ -354,9 +354,9 @@ def fit_model(name, sample, train, settings, dates, class_id, twin_group, rng, l
     twins = lm.TwinResolver(group=list(twin_group) if name == "lstm" else [-1] * len(class_id))
     bundle = lm.ModelBundle(name=name, variant=settings.variant, class_id=list(class_id),
                             prep=prep, twins=twins, reference=reference,
-                            temporal=dict(temporal or {}))
-    # same-label votes (temporal input) are what DBSCAN decided by: a prior on the output
-    bundle.vote_prior = lm.VOTE_PRIOR if bundle.num_temporal else 0.0
+                            temporal=dict(temporal or {}),
+                            # same-label votes (temporal input) are what DBSCAN decided by
+                            vote_prior=lm.VOTE_PRIOR if temporal else 0.0)
     fit_rows = train_rows
     use_val = settings.patience > 0 and fit_rows.size >= 20
     val_rows = np.array([], dtype=np.int64)
@@ -365,9 +365,8 @@ def fit_model(name, sample, train, settings, dates, class_id, twin_group, rng, l
         nval = max(1, int(round(VALIDATION_FRACTION * fit_rows.size)))
         val_rows, fit_rows = np.sort(perm[:nval]), np.sort(perm[nval:])
     keras.utils.set_random_seed(settings.seed)
-    num_static = sample.static.shape[1] + len(class_id) + (bundle.num_temporal + 1
-                                                            if bundle.num_temporal else 0)
-    model = lm.build_model(name, prep.num_steps, num_static, len(class_id), settings.variant,
+    model = lm.build_model(name, prep.num_steps, bundle.static_width(sample.static.shape[1]),
+                           len(class_id), settings.variant,
                            seed=settings.seed, channels=prep.channels,
                            vote_prior=bundle.vote_prior)
     lm.compile_model(model, settings.learning_rate)
@@ -476,7 +475,6 @@ def train(stack_file, labels, settings, tskm=None, block_size=None, log=print,
             pool_ok[split] = ~held
     group = lm.twin_groups(class_id, twin_parents(labels, tskm))
     results = {"sample": sample, "masks": masks, "balanced": balanced, "class_id": class_id,
-               "series_source": series_source,
                "twin_group": group, "block_size": block_size, "block_source": source,
                "models": {}}
     for name in settings.models:

@@ -71,7 +71,8 @@ from tslearn.preprocessing import TimeSeriesResampler
 from hotspot import kernels
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.labels import NO_DATA, write_label_file
-from hotspot.utils.stack import STACK_FILE, block_size, iter_blocks, read_info, read_rows
+from hotspot.utils.stack import (SMOOTH_DAYS, STACK_FILE, block_size, iter_blocks,  # noqa: F401
+                                 read_info, read_rows, smooth_window)
 
 OUT_FILE = "clusterTSKM.h5"
 METRICS = ("softdtw", "dtw", "euclidean")
@@ -84,7 +85,6 @@ BARYCENTER_ITER = 10         # L-BFGS / DBA iterations per k-means iteration (wa
 BLOCK_CAP = 500_000          # pixels per assignment block: progress output and dask tasks
 KEY = "hotspot.tskm."
 FILTER_FILE = "hotspotFiltered.h5"
-SMOOTH_DAYS = 100.0          # temporal moving-average window (atmosphere is white in time)
 NOISE_SIGMA_CELL = 1.0       # spatial low-pass (Gaussian sigma, grid cells): pixel noise
 BACKGROUND_SIGMA_KM = 2.0    # spatial high-pass (Gaussian sigma, km): ramps, atmosphere
 MAD_TO_STD = 1.4826
@@ -419,18 +419,6 @@ def assign_rows(X_m, params):
 
 
 # ---------------------------------------------------------------- signal band-pass
-def smooth_window(dates):
-    """Odd number of epochs spanning about SMOOTH_DAYS at the median sampling interval."""
-    from hotspot.utils.stack import decimal_years
-    years = decimal_years(dates)
-    if years.size < 3:
-        return 1
-    step = float(np.median(np.diff(years))) * 365.25
-    width = int(round(SMOOTH_DAYS / max(step, 1e-6)))
-    width = max(1, min(width, years.size // 4))
-    return width if width % 2 else width + 1
-
-
 def pixel_grid(stack_file, info, seed=0):
     """(row, col, shape, cell km) of every pixel on a regular grid.
 

@@ -23,6 +23,9 @@ from hotspot.utils.errors import HotspotError
 from hotspot.utils.h5io import _attr_value, atomic_path, open_h5, read_attrs, require_dataset
 
 STACK_FILE = "hotspotStack.h5"
+# temporal moving-average window of the band-pass (tskm) and of the fragment test
+# (dispersion): the atmosphere is white in time
+SMOOTH_DAYS = 100.0
 PIXEL_DATASETS = {
     "latitude": np.float64,
     "longitude": np.float64,
@@ -204,6 +207,17 @@ def decimal_years(dates):
         days = (datetime(dt.year + 1, 1, 1) - start).days
         out.append(dt.year + (dt - start).days / days)
     return np.array(out)
+
+
+def smooth_window(dates):
+    """Odd number of epochs spanning about SMOOTH_DAYS at the median sampling interval."""
+    years = decimal_years(dates)
+    if years.size < 3:
+        return 1
+    step = float(np.median(np.diff(years))) * 365.25
+    width = int(round(SMOOTH_DAYS / max(step, 1e-6)))
+    width = max(1, min(width, years.size // 4))
+    return width if width % 2 else width + 1
 
 
 def num_blocks(num_pixel, size):
