@@ -64,7 +64,7 @@ import numpy as np
 from scipy import sparse, stats
 from scipy.spatial import cKDTree
 
-from hotspot import unwrap_check
+from hotspot import amplitude_core, unwrap_check
 from hotspot.export import HOTSPOT_FILE, grid_georef
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.geo import EARTH_RADIUS_KM, lonlat_to_xy_km, median_spacing
@@ -232,23 +232,25 @@ def _outlier(rms, noise, null):
 
 def empirical_outlier(table, compact):
     """Per cluster: True unless its log(signalRms / noiseLevel) is within the bulk of the
-    candidates' (robust z < EMPIRICAL_Z; module docstring). True for every cluster when
-    fewer than MIN_EMPIRICAL candidates have a finite ratio."""
+    candidates' (compact; robust z < EMPIRICAL_Z; module docstring). True for every cluster
+    when fewer than MIN_EMPIRICAL candidates have a finite ratio."""
     if "signalRms" not in table or "noiseLevel" not in table:
         return np.ones(compact.size, dtype=bool)
     return _outlier(table["signalRms"], table["noiseLevel"], empirical_null(table, compact))
 
 
-def unwrap_error(table, compact, level):
+def unwrap_error(table, compact, level, core=None):
     """Clusters whose signal is a quantised (n lambda / 2) jump and nothing else: the
     signature holds and the contrast with that jump removed is not significant (F-test at
-    the family-wise level, or inside the bulk of the empirical null)."""
+    the family-wise level, or inside the bulk of the empirical null of the clusters that are
+    not amplitude cores, `core`)."""
     if "isQuantisedJump" not in table:
         return np.zeros(compact.size, dtype=bool)
+    core = np.zeros(compact.size, dtype=bool) if core is None else core
     p = np.asarray(table["pValueUnwrapCorrected"], dtype=np.float64)
     still = (np.isfinite(p) & (p < level)
              & _outlier(table["signalRmsUnwrapCorrected"], table["noiseLevelUnwrapCorrected"],
-                        empirical_null(table, compact)))
+                        empirical_null(table, compact & ~core)))
     return np.asarray(table["isQuantisedJump"], dtype=bool) & compact & ~still
 
 
@@ -262,8 +264,17 @@ def select_hotspots(table, max_sd, min_pixel, alpha, drop_insignificant):
     num_test = max(1, int(np.sum(compact & np.isfinite(p))))
     # an untestable cluster (NaN p: too few epochs, no noise estimate) is not rejected
     significant = np.where(np.isfinite(p), p < alpha / num_test, True)
-    significant &= empirical_outlier(table, compact)
-    unwrap = unwrap_error(table, compact, alpha / num_test)
+    # amplitude cores were selected for their amplitude, which the null of whole clusters
+    # does not describe: their peak amplitude is their gate (hotspot.amplitude_core)
+    core = np.asarray(table.get("coreParent", np.zeros(compact.size)), dtype=np.int64) > 0
+    significant &= empirical_outlier(table, compact & ~core) | core
+    if "peakAmplitudeZ" in table:
+        # every hotspot found on the medium hard scenes peaks at z >= 8.8 and the rest of
+        # the amplitude map at <= 5.3: a significant contrast without a core of high
+        # band-passed amplitude is k-means' selection of noise that matches a centroid
+        peak = np.asarray(table["peakAmplitudeZ"], dtype=np.float64)
+        significant &= np.where(np.isfinite(peak), peak >= amplitude_core.PEAK_Z, True)
+    unwrap = unwrap_error(table, compact, alpha / num_test, core)
     keep = compact & ~unwrap & (significant | (not drop_insignificant))
     hotspot_id = np.zeros(keep.size, dtype=np.int32)
     hotspot_id[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
@@ -299,14 +310,18 @@ def ring_members(tree, centre_xy, r_in, r_out, owner, cluster, rng):
 # ---------------------------------------------------------------------------- the step
 def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, drop_insignificant,
                        corr_length, max_memory, seed, temporal_label=None,
-                       half_wavelength=None, merge=True, log=print):
+                       half_wavelength=None, amplitude=None, merge=True, log=print):
     """Per-cluster table (dict of arrays, M rows) and the hotspot pixel label (N).
 
-    Reads the stack's displacement once, in blocks of at most max_memory GB (twice when
-    fragments are merged). half_wavelength (m): enables the unwrapping-error check (None:
-    off). merge: hotspots that touch and move alike are fragments of one deformation
-    feature, which tskm split between two temporal clusters (an outer and an inner part of
-    one bowl): their clusters are merged and the table recomputed (module docstring).
+    Reads the stack's displacement once, in blocks of at most max_memory GB, once more when
+    amplitude cores are split off and once more when fragments are merged.
+    half_wavelength (m): enables the unwrapping-error check (None: off). amplitude: per-pixel
+    amplitude of the band-passed series (hotspot.amplitude_core; None: no split); the clusters
+    that are neither hotspots nor unwrapping errors give up their amplitude cores as clusters
+    of their own and the table is recomputed. merge: hotspots that touch and move alike are
+    fragments of one deformation feature, which tskm split between two temporal clusters (an
+    outer and an inner part of one bowl): their clusters are merged and the table
+    recomputed (module docstring).
     """
     kwargs = dict(max_sd=max_sd, min_pixel=min_pixel, alpha=alpha,
                   drop_insignificant=drop_insignificant, corr_length=corr_length,
@@ -314,6 +329,23 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
                   half_wavelength=half_wavelength, log=log)
     labels = np.asarray(pixel_label, dtype=np.int64)
     table, hotspot_label, geo = _dispersion_pass(stack_file, labels, **kwargs)
+    core_parent = {}
+    if amplitude is not None:
+        amp_z = amplitude_core.amplitude_z(geo["x"], geo["y"], labels, amplitude,
+                                           geo["spacing"])
+        split_ids = table["clusterId"][~table["isUnwrapError"]]
+        labels, core_parent = amplitude_core.split_cores(labels, split_ids, geo["x"], geo["y"],
+                                                         amp_z, geo["spacing"], min_pixel)
+        kwargs["amplitude_z"] = amp_z
+        log(f"dispersion: {len(core_parent)} amplitude cores (band-passed amplitude z >= "
+            f"{amplitude_core.LOW_Z:g}, peak >= {amplitude_core.PEAK_Z:g}, >= {min_pixel} "
+            f"pixels) split off {len(set(core_parent.values()))} clusters"
+            + ("; recomputing" if core_parent else ""))
+        if core_parent:
+            kwargs["core_parent"] = core_parent
+            table, hotspot_label, geo = _dispersion_pass(stack_file, labels, **kwargs)
+        else:
+            table["peakAmplitudeZ"] = _cluster_peak(labels, table["clusterId"], amp_z)
     merged = fragment_groups(table, hotspot_label, geo) if merge else {}
     if merged:
         log(f"dispersion: {len(merged)} hotspot clusters merged into touching hotspots that move "
@@ -322,6 +354,8 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
         lut = np.arange(labels.max() + 1)
         lut[list(merged)] = list(merged.values())
         labels = np.where(labels > 0, lut[np.maximum(labels, 0)], labels)
+        if core_parent:
+            kwargs["core_parent"] = {c: p for c, p in core_parent.items() if c not in merged}
         table, hotspot_label, geo = _dispersion_pass(stack_file, labels, **kwargs)
     ids = table["clusterId"]
     into = np.searchsorted(ids, np.array(list(merged.values()), dtype=np.int64))
@@ -367,11 +401,22 @@ def fragment_groups(table, hotspot_label, geo):
     return {c: root(c) for c in parent}
 
 
+def _cluster_peak(labels, ids, values):
+    """Largest finite value of each cluster (ids sorted), NaN where it has none."""
+    labels = np.asarray(labels)
+    labelled = (labels > 0) & np.isfinite(values)
+    peak = np.full(ids.size, np.nan)
+    np.fmax.at(peak, np.searchsorted(ids, labels[labelled]), values[labelled])
+    return peak
+
+
 def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insignificant,
-                     corr_length, max_memory, seed, temporal_label, half_wavelength, log):
+                     corr_length, max_memory, seed, temporal_label, half_wavelength, log,
+                     core_parent=None, amplitude_z=None):
     """One computation of the table and hotspot label; also returns the metric positions
     (x, y km), the pixel spacing, the contrast series and the smoothing window that
-    fragment_groups needs."""
+    fragment_groups needs. core_parent: {cluster id: parent id} of the amplitude cores;
+    amplitude_z: per-pixel z of hotspot.amplitude_core (peakAmplitudeZ column)."""
     info = read_info(stack_file)
     labels = np.asarray(labels, dtype=np.int64)
     if labels.shape != (info.num_pixel,):
@@ -404,6 +449,10 @@ def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insig
     table["areaKm2"] = np.bincount(index, area[labelled], num_cluster)
     table.update(_pixel_stats(index, num_cluster, px, labelled))
     table["parentTemporalCluster"] = _majority(index, num_cluster, temporal_label, labelled)
+    parent = core_parent or {}
+    table["coreParent"] = np.array([parent.get(int(c), 0) for c in ids], dtype=np.int32)
+    if amplitude_z is not None:
+        table["peakAmplitudeZ"] = _cluster_peak(labels, ids, amplitude_z)
 
     candidate = (table["standardDistance"] <= max_sd) & (num_pixel >= min_pixel)
     log(f"{num_cluster} clusters, {int(candidate.sum())} with S_d <= {max_sd:.3g} km and "
@@ -753,7 +802,33 @@ def read_options(ctx):
             "min_pixel": cfg.get_int(KEY + "minPixel", min_value=1),
             "alpha": cfg.get_float(KEY + "significance", min_value=0.0, max_value=1.0),
             "drop_insignificant": cfg.get_bool(KEY + "dropInsignificant"),
-            "unwrap_check": cfg.is_auto(KEY + "unwrapCheck") or cfg.get_bool(KEY + "unwrapCheck")}
+            "unwrap_check": cfg.is_auto(KEY + "unwrapCheck") or cfg.get_bool(KEY + "unwrapCheck"),
+            "amplitude_core": "auto" if cfg.is_auto(KEY + "amplitudeCore")
+            else cfg.get_bool(KEY + "amplitudeCore")}
+
+
+def filtered_file(ctx):
+    """hotspotFiltered.h5 of the tskm step."""
+    from hotspot.tskm import FILTER_FILE
+    return ctx.path(FILTER_FILE)
+
+
+def pixel_amplitude(ctx, setting, num_pixel):
+    """Per-pixel amplitude of the band-passed series for the amplitude-core split, or None
+    when off. amplitudeCore = auto splits when tskm's hotspotFiltered.h5 exists; yes
+    without it is an error that names the file."""
+    path = filtered_file(ctx)
+    if setting is False:
+        return None
+    if not path.is_file():
+        if setting == "auto":
+            ctx.log(f"dispersion: {path.name} not found (written by tskm): amplitude-core "
+                    "split off")
+            return None
+        raise HotspotError(f"{ctx.config.source}: {KEY}amplitudeCore = yes needs the band-passed "
+                           f"series {path}, which does not exist; run the tskm step or set "
+                           f"{KEY}amplitudeCore = no")
+    return amplitude_core.pixel_amplitude(path, num_pixel, ctx.config.max_memory)
 
 
 def half_wavelength(ctx, attrs, check, source):
@@ -806,7 +881,7 @@ def run(ctx):
         max_memory=ctx.config.max_memory, seed=ctx.config.seed,
         temporal_label=_temporal_label(ctx, info.num_pixel),
         half_wavelength=half_wavelength(ctx, info.attrs, opts["unwrap_check"], stack),
-        log=ctx.log)
+        amplitude=pixel_amplitude(ctx, opts["amplitude_core"], info.num_pixel), log=ctx.log)
     write_outputs(ctx, table, hotspot_label, label_path, opts)
 
 
@@ -817,6 +892,8 @@ def write_outputs(ctx, table, hotspot_label, label_path, opts):
              "SIGNIFICANCE": opts["alpha"], "DROP_INSIGNIFICANT": opts["drop_insignificant"],
              "UNWRAP_CHECK": opts["unwrap_check"],
              "NUM_UNWRAP_ERROR": int(table["isUnwrapError"].sum()),
+             "AMPLITUDE_CORE": "peakAmplitudeZ" in table,
+             "NUM_AMPLITUDE_CORE": int(np.count_nonzero(table["coreParent"])),
              "XY_ORIGIN_LON": float(table["xyOrigin"][0]),
              "XY_ORIGIN_LAT": float(table["xyOrigin"][1]),
              "NUM_CLUSTER": int(table["clusterId"].size),
@@ -839,6 +916,9 @@ def inputs(ctx):
     files = [ctx.path(STACK_FILE), input_file(ctx, must_exist=False)]
     if ctx.path("covariogram.h5").is_file():
         files.append(ctx.path("covariogram.h5"))
+    key = KEY + "amplitudeCore"
+    if (ctx.config.is_auto(key) or ctx.config.get_bool(key)) and filtered_file(ctx).is_file():
+        files.append(filtered_file(ctx))
     return files
 
 

@@ -513,6 +513,11 @@ class ModelBundle:
     train_index: list = field(default_factory=list)
     temporal: dict = field(default_factory=dict)
     vote_prior: float = 0.0
+    # class frequencies (order of class_id) of the rows the model was fitted on and of the
+    # training scene's labelled pixels; their ratio corrects the output for the prior shift
+    # of a class-balanced sample (prior_weights)
+    train_prior: list = field(default_factory=list)
+    scene_prior: list = field(default_factory=list)
 
     @property
     def uses_static(self):
@@ -561,9 +566,35 @@ class ModelBundle:
         prob = self.model.predict(inputs, batch_size=batch, verbose=0)
         return np.asarray(prob)[:n]
 
-    def classify(self, disp, static_raw, batch_size=4096, temporal=None):
-        """(cluster id, probability) per row; argmax after the twin post-step."""
+    def prior_weights(self):
+        """scene / training class frequency per class, or None when unknown or equal.
+
+        A softmax trained on a class-balanced sample estimates p(class | x) under the
+        sample's class frequencies; multiplying by scene / sample frequency and renormalising
+        gives the posterior under the scene's (Saerens, Latinne & Decaestecker 2002, Neural
+        Computation 14, 21-41). LA-scale scene (docs/quality.md): the no-cluster class is 79 %
+        of the pixels but 0.1 % of the balanced sample; uncorrected, 14 % of the no-cluster
+        pixels took a cluster's label.
+        """
+        k = len(self.class_id)
+        if len(self.train_prior) != k or len(self.scene_prior) != k:
+            return None
+        train = np.asarray(self.train_prior, dtype=np.float64)
+        scene = np.asarray(self.scene_prior, dtype=np.float64)
+        if not (np.all(train > 0) and np.all(scene > 0)) or np.allclose(train, scene):
+            return None
+        return scene / train
+
+    def classify(self, disp, static_raw, batch_size=4096, temporal=None, prior_correction=False):
+        """(cluster id, probability) per row; argmax after the twin post-step.
+
+        prior_correction: reweight the probabilities to the scene's class frequencies
+        (prior_weights) before the argmax."""
         prob = self.predict_proba(disp, static_raw, batch_size, temporal)
+        weights = self.prior_weights() if prior_correction else None
+        if weights is not None:
+            prob = prob * weights
+            prob /= prob.sum(axis=1, keepdims=True)
         idx, p = self.twins.resolve(prob, static_raw[:, -2], static_raw[:, -1], self.reference)
         return np.asarray(self.class_id, dtype=np.int32)[idx], p
 
@@ -583,6 +614,8 @@ class ModelBundle:
                     "reference": self.reference.to_dict(), "train_stack": self.train_stack,
                     "train_index": [int(i) for i in self.train_index],
                     "temporal": self.temporal, "vote_prior": float(self.vote_prior),
+                    "train_prior": [float(v) for v in self.train_prior],
+                    "scene_prior": [float(v) for v in self.scene_prior],
                     "keras_sha256": _sha256(tmp)}
             with atomic_path(sidecar_path(keras_path)) as jtmp:
                 jtmp.write_text(json.dumps(meta))
@@ -624,7 +657,9 @@ def load_bundle(keras_path):
                        train_stack=meta.get("train_stack", {}),
                        train_index=meta.get("train_index", []),
                        temporal=meta.get("temporal", {}),
-                       vote_prior=meta.get("vote_prior", 0.0))
+                       vote_prior=meta.get("vote_prior", 0.0),
+                       train_prior=meta.get("train_prior", []),
+                       scene_prior=meta.get("scene_prior", []))
 
 
 def _sha256(path):

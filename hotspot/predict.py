@@ -11,7 +11,12 @@ a stack with other epochs is interpolated to the model's epochs (with a warning)
 that does not span the model's period is an error.
 
 When WORKDIR/clusterDBSCAN.h5 matches the stack, the agreement with the DBSCAN labels on
-the labelled pixels not used for training is printed and stored (AGREEMENT_HELD_OUT).
+the labelled pixels not used for training is printed and stored (AGREEMENT_HELD_OUT), and
+beside it the per-class recall weighted by each class's share of the scene
+(AGREEMENT_SCENE_WEIGHTED: the scene-wide agreement also when the held-out pixels are the
+class-balanced test half of the training sample). hotspot.predict.priorCorrection (auto: yes)
+reweights the probabilities of a model trained on a class-balanced sample to the scene's class
+frequencies (ModelBundle.prior_weights).
 """
 import contextlib
 import json
@@ -93,14 +98,17 @@ def outputs(ctx):
 # ----------------------------------------------------------------- computation
 
 def predict_stack(bundles, stack_file, min_probability=0.5, batch_size=4096, max_memory=4.0,
-                  max_block=MAX_BLOCK, log=print, filtered_file=None, temporal=None):
+                  max_block=MAX_BLOCK, log=print, filtered_file=None, temporal=None,
+                  prior_correction=False):
     """Label every pixel of the stack with each bundle, block by block.
 
     Returns {name: (pixel labels int32, probability float32)}; labels are DBSCAN-style
     cluster ids, 0 where the probability is below min_probability. filtered_file: the
     band-passed copy of the stack (same pixels and epochs), read for the bundles trained
     on the filtered series. temporal: {name: tskm label of every pixel} for the bundles
-    that take it as input (ModelBundle.num_temporal).
+    that take it as input (ModelBundle.num_temporal). prior_correction: reweight each
+    model's probabilities from its training sample's class frequencies to the scene's
+    (ModelBundle.prior_weights) before the argmax and the minProbability cut.
     """
     temporal = temporal or {}
     from mintpy.utils import ptime
@@ -108,7 +116,12 @@ def predict_stack(bundles, stack_file, min_probability=0.5, batch_size=4096, max
     weights = {name: lm.check_dates(b, info.dates, str(stack_file)) for name, b in bundles.items()}
     out = {name: (np.zeros(info.num_pixel, dtype=np.int32),
                   np.zeros(info.num_pixel, dtype=np.float32)) for name in bundles}
-    size = block_size(info.num_date, max_memory, copies=6, cap=max_block)
+    # per pixel: the series and, for lstmPerceptron, the neighbour votes as wide as the
+    # classes, held three times (the votes, the static input they are concatenated into, the
+    # logit-prior input): 1,001 classes at LA scale are 12x wider than the 247 epochs
+    width = info.num_date + max((3 * len(b.class_id) if b.uses_static else 0)
+                                for b in bundles.values())
+    size = block_size(width, max_memory, copies=6, cap=max_block)
     log(f"predict {', '.join(bundles)} on {info.num_pixel} pixels x {info.num_date} epochs "
         f"in blocks of {size} pixels")
     names = list(lm.STACK_STATIC) + ["longitude", "latitude"]
@@ -131,7 +144,8 @@ def predict_stack(bundles, stack_file, min_probability=0.5, batch_size=4096, max
                 series = disp if weights[name] is None else lm.interpolate_epochs(disp, weights[name])
                 tk = temporal.get(name)
                 cid, prob = bundle.classify(series, lm.static_features(pix, xy), batch_size,
-                                            None if tk is None else tk[start:stop])
+                                            None if tk is None else tk[start:stop],
+                                            prior_correction=prior_correction)
                 cid = np.where(prob >= min_probability, cid, 0)
                 out[name][0][start:stop] = cid
                 out[name][1][start:stop] = prob
@@ -162,7 +176,13 @@ def held_out_agreement(pred, dbscan, bundle, stack_info):
     hits = np.bincount(truth[pred[held] == truth], minlength=total.size)
     ids = np.nonzero(total)[0]
     recall = (hits[ids] / total[ids]).astype(np.float32)
-    return {"agreement": agree, "num": n, "cluster_id": ids.astype(np.int32), "recall": recall}
+    # per-class recall weighted by the class's share of the scene: the scene-wide agreement
+    # whatever the class mix of the held-out pixels (a class-balanced test half, or the
+    # scene's own pixels when the reference does not cover it)
+    scene = np.bincount(dbscan[dbscan >= 0].astype(np.int64), minlength=total.size)[ids]
+    weighted = float(np.sum(scene * recall) / scene.sum()) if scene.sum() else float("nan")
+    return {"agreement": agree, "num": n, "cluster_id": ids.astype(np.int32), "recall": recall,
+            "scene_weighted": weighted}
 
 
 def filtered_series(ctx, stack_file, info):
@@ -219,8 +239,19 @@ def run(ctx):
         filtered = filtered_series(ctx, stack_file, info)
     temporal = {name: temporal_labels(ctx, b, filtered, info)
                 for name, b in bundles.items() if b.num_temporal}
+    key = KEY + "priorCorrection"
+    prior = ctx.config.is_auto(key) or ctx.config.get_bool(key)
+    for name, b in bundles.items():
+        if prior and b.prior_weights() is None:
+            ctx.log(f"{name}: no prior correction (the model was trained on a sample with the "
+                    "scene's class frequencies, or its sidecar predates them)")
+        elif prior:
+            ctx.log(f"{name}: probabilities reweighted from the training sample's class "
+                    f"frequencies to the scene's ({key}; no-cluster class x "
+                    f"{b.prior_weights()[0]:.3g})")
     results = predict_stack(bundles, stack_file, min_prob, batch, ctx.config.max_memory,
-                            log=ctx.log, filtered_file=filtered, temporal=temporal)
+                            log=ctx.log, filtered_file=filtered, temporal=temporal,
+                            prior_correction=prior)
     dbscan = None
     label_file = ctx.path(LABEL_FILE)
     if label_file.is_file():
@@ -233,16 +264,19 @@ def run(ctx):
         attrs = dict(ctx.step_attrs(STEP))
         attrs.update({"MODEL": name, "MODEL_FILE": str(files[name]),
                       "VARIANT": bundles[name].variant, "MIN_PROBABILITY": min_prob,
-                      "TIME_STEP": bundles[name].prep.time_step})
+                      "TIME_STEP": bundles[name].prep.time_step,
+                      "PRIOR_CORRECTION": bool(prior and bundles[name].prior_weights() is not None)})
         datasets = {"probability": label_to_map(prob, stack_file, fill=np.nan, dtype=np.float32),
                     "pixelProbability": prob}
         if dbscan is not None:
             agr = held_out_agreement(labels, dbscan, bundles[name], info)
-            attrs.update({"AGREEMENT_HELD_OUT": agr["agreement"], "NUM_HELD_OUT": agr["num"]})
+            attrs.update({"AGREEMENT_HELD_OUT": agr["agreement"], "NUM_HELD_OUT": agr["num"],
+                          "AGREEMENT_SCENE_WEIGHTED": agr["scene_weighted"]})
             datasets.update({"agreementClusterId": agr["cluster_id"],
                              "agreementRecall": agr["recall"]})
             ctx.log(f"{name}: agreement with {LABEL_FILE} on {agr['num']} pixels not used for "
-                    f"training: {100 * agr['agreement']:.2f} %")
+                    f"training: {100 * agr['agreement']:.2f} %; per-class recall weighted by "
+                    f"the classes' scene shares: {100 * agr['scene_weighted']:.2f} %")
         ctx.log(f"{name}: {int((labels > 0).sum())} pixels in {len(np.unique(labels[labels > 0]))}"
                 f" clusters, {int((labels == 0).sum())} without (probability < {min_prob} or "
                 "no-cluster class)")

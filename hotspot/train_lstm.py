@@ -317,9 +317,21 @@ def class_index(class_id, labels):
     return np.searchsorted(np.asarray(class_id), labels)
 
 
+def class_frequency(class_id, labels):
+    """Frequency of each class (order of class_id) among labels (>= 0), add-one smoothed so
+    that a class missing from a small sample keeps a finite prior ratio."""
+    labels = np.asarray(labels)
+    counts = np.bincount(class_index(class_id, labels[labels >= 0]),
+                         minlength=len(class_id)) + 1.0
+    return counts / counts.sum()
+
+
 def fit_model(name, sample, train, settings, dates, class_id, twin_group, rng, log=print,
-              pool_ok=None, series_source="displacement", temporal=None):
+              pool_ok=None, series_source="displacement", temporal=None, scene_prior=()):
     """Fit one model on sample[train]; returns (bundle, history dict, seconds).
+
+    scene_prior: class frequencies of the whole scene (class_frequency), kept in the bundle
+    beside those of sample[train] for predict's prior correction.
 
     Reference pixels (the spatial context of neighbour_votes and of the twin post-step):
     the training side of the split, then the pool pixels allowed for this split (pool_ok:
@@ -356,7 +368,9 @@ def fit_model(name, sample, train, settings, dates, class_id, twin_group, rng, l
                             prep=prep, twins=twins, reference=reference,
                             temporal=dict(temporal or {}),
                             # same-label votes (temporal input) are what DBSCAN decided by
-                            vote_prior=lm.VOTE_PRIOR if temporal else 0.0)
+                            vote_prior=lm.VOTE_PRIOR if temporal else 0.0,
+                            train_prior=list(class_frequency(class_id, sample.label[train_rows])),
+                            scene_prior=list(scene_prior))
     fit_rows = train_rows
     use_val = settings.patience > 0 and fit_rows.size >= 20
     val_rows = np.array([], dtype=np.int64)
@@ -474,6 +488,7 @@ def train(stack_file, labels, settings, tskm=None, block_size=None, log=print,
                                              extra_xy=(sample.pool_xy[:, 0], sample.pool_xy[:, 1]))
             pool_ok[split] = ~held
     group = lm.twin_groups(class_id, twin_parents(labels, tskm))
+    scene_prior = class_frequency(class_id, labels)
     results = {"sample": sample, "masks": masks, "balanced": balanced, "class_id": class_id,
                "twin_group": group, "block_size": block_size, "block_source": source,
                "models": {}}
@@ -487,7 +502,7 @@ def train(stack_file, labels, settings, tskm=None, block_size=None, log=print,
                                                  info.dates, class_id, group, fit_rng, log,
                                                  pool_ok=pool_ok[split], series_source=series_source,
                                                  temporal=temporal if name == "lstmPerceptron"
-                                                 else None)
+                                                 else None, scene_prior=scene_prior)
             bundle.train_stack = {"num_pixel": info.num_pixel, "dates": info.dates,
                                   "path": str(Path(stack_file).resolve())}
             scores = evaluate(bundle, sample, masks[split])

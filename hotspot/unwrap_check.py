@@ -27,7 +27,7 @@ import warnings
 
 import numpy as np
 
-MIN_FRACTION = 0.2          # share of the cluster's pixels that must carry the jump
+MIN_FRACTION = 0.1          # share of the cluster's pixels that must carry the jump
 MIN_PIXEL = 3
 MAX_RESIDUAL = 1.0 / 6.0    # of lambda / 2: median |j - n lambda / 2| of the jumping pixels
 

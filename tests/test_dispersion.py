@@ -465,3 +465,59 @@ def test_touching_fragments_that_move_alike_are_merged(tmp_path):
     assert np.array_equal(hot == table["hotspotId"][row[1]], label == 1)
     apart, hot2 = disp.compute_dispersion(stack, split, merge=False, **kwargs)
     assert apart["mergedCluster"].size == 0 and len(np.unique(hot2[hot2 > 0])) == 3
+
+
+def _disk(r, c, centre, radius):
+    return (r - centre[0]) ** 2 + (c - centre[1]) ** 2 <= radius ** 2
+
+
+def test_amplitude_core_splits_a_diluted_cluster(tmp_path):
+    """The seasonal hotspot (cluster 2, a disk of radius 6) inside a cluster of radius 13:
+    with the band-passed amplitude its core is the hotspot and the rest is background;
+    without it the whole diluted cluster is the hotspot."""
+    stack, label, _ = make_scene(tmp_path)
+    rows, cols = np.divmod(np.arange(LENGTH * WIDTH), WIDTH)
+    valid = ~((rows < 10) & (cols > 70))
+    r, c = rows[valid], cols[valid]
+    disk = label == 2
+    diluted = label.copy()
+    diluted[_disk(r, c, CENTRES[2], 13) & (label == 0)] = 2
+    rng = np.random.default_rng(4)
+    amplitude = 1.0 + 0.3 * rng.standard_normal(r.size)
+    amplitude[disk | (label == 1)] += 1.0
+    kwargs = dict(max_sd=1.0, min_pixel=20, alpha=0.05, drop_insignificant=True, corr_length=0.5,
+                  max_memory=4, seed=0, log=lambda *_: None)
+    table, hot = disp.compute_dispersion(stack, diluted, amplitude=amplitude, **kwargs)
+    row = {cid: i for i, cid in enumerate(table["clusterId"])}
+    cores = [cid for cid, i in row.items() if table["coreParent"][i]]
+    assert [table["coreParent"][row[cid]] for cid in cores] == [2]
+    core_row = row[cores[0]]
+    assert table["isHotspot"][core_row] and not table["isHotspot"][row[2]]
+    assert table["peakAmplitudeZ"][core_row] >= 6 and table["peakAmplitudeZ"][row[3]] < 6
+    found = hot == table["hotspotId"][core_row]
+    assert (found & disk).sum() / (found | disk).sum() >= 0.5
+    assert table["isHotspot"][row[1]] and not table["isHotspot"][[row[3], row[4]]].any()
+    whole, hot_whole = disp.compute_dispersion(stack, diluted, **kwargs)
+    assert "peakAmplitudeZ" not in whole and not whole["coreParent"].any()
+    found = hot_whole == whole["hotspotId"][list(whole["clusterId"]).index(2)]
+    assert (found & disk).sum() / (found | disk).sum() < 0.5
+
+
+def test_amplitude_core_key(tmp_path, capsys):
+    """auto without hotspotFiltered.h5: off, logged; yes without it: an error naming the
+    file and the key; with it: on, and recorded in dispersion.h5."""
+    stack, label, ts = make_scene(tmp_path)
+    disp.run(make_ctx(tmp_path))
+    assert "hotspotFiltered.h5 not found" in capsys.readouterr().out
+    with h5py.File(tmp_path / "dispersion.h5") as f:
+        assert str(f.attrs["AMPLITUDE_CORE"]) == "False" and "peakAmplitudeZ" not in f
+    with pytest.raises(HotspotError, match="amplitudeCore = yes needs the band-passed series"):
+        disp.run(make_ctx(tmp_path, **{"hotspot.dispersion.amplitudeCore": "yes"}))
+    with h5py.File(stack) as f:
+        lat, lon = f["latitude"][:], f["longitude"][:]
+    write_stack(tmp_path / "hotspotFiltered.h5", ts - ts.mean(axis=1, keepdims=True),
+                _dates(), lat, lon)
+    disp.run(make_ctx(tmp_path))
+    with h5py.File(tmp_path / "dispersion.h5") as f:
+        assert str(f.attrs["AMPLITUDE_CORE"]) == "True" and "peakAmplitudeZ" in f
+        assert f.attrs["hotspot.dispersion.amplitudeCore"] == "auto"

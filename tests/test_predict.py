@@ -122,3 +122,49 @@ def test_agreement_counts_clusters_beyond_max_class_as_no_cluster():
     assert res["num"] == 5 and res["agreement"] == 1.0
     pred[0] = 2
     assert held_out_agreement(pred, dbscan, bundle, info)["agreement"] == 0.8
+
+
+def test_scene_weighted_agreement_does_not_depend_on_the_held_out_mix():
+    """Pixels 2, 3 (no cluster) were training pixels: the held-out pixels are one of each
+    class; weighting their recall by the scene's shares (0.6 / 0.2 / 0.2) gives 0.8."""
+    from types import SimpleNamespace
+    from hotspot.predict import held_out_agreement
+    info = SimpleNamespace(num_pixel=6, dates=["20200101"])
+    bundle = SimpleNamespace(class_id=[0, 1, 2], train_index=[2, 3],
+                             train_stack={"num_pixel": 6, "dates": ["20200101"]})
+    dbscan = np.array([1, 2, 0, 0, 0, -1])
+    pred = np.array([1, 1, 0, 0, 0, 0])                  # class 2 missed
+    res = held_out_agreement(pred, dbscan, bundle, info)
+    assert res["num"] == 3 and res["agreement"] == pytest.approx(2 / 3)
+    assert res["scene_weighted"] == pytest.approx(0.8)
+
+
+def test_prior_correction_reweights_to_the_scene_frequencies():
+    """A balanced sample (1/3 each) from a scene that is 80 % no cluster: an output of
+    (0.3, 0.4, 0.3) is cluster 1 uncorrected and no cluster once corrected."""
+    bundle = lm.ModelBundle(name="lstm", variant="fast", class_id=[0, 5, 7], prep=None,
+                            twins=lm.TwinResolver(group=[-1, -1, -1]),
+                            train_prior=[1 / 3, 1 / 3, 1 / 3], scene_prior=[0.8, 0.1, 0.1])
+    probs = np.array([[0.3, 0.4, 0.3], [0.05, 0.9, 0.05]], dtype=np.float32)
+    bundle.predict_proba = lambda *args, **kwargs: probs
+    static = np.zeros((2, 6))
+    np.testing.assert_allclose(bundle.prior_weights(), [2.4, 0.3, 0.3])
+    raw_id, raw_p = bundle.classify(None, static)
+    assert raw_id.tolist() == [5, 5] and raw_p[0] == pytest.approx(0.4)
+    cid, p = bundle.classify(None, static, prior_correction=True)
+    assert cid.tolist() == [0, 5]
+    assert p[0] == pytest.approx(0.72 / (0.72 + 0.12 + 0.09))
+    # equal or unknown frequencies: nothing to correct
+    bundle.scene_prior = list(bundle.train_prior)
+    assert bundle.prior_weights() is None
+    bundle.scene_prior = []
+    assert bundle.prior_weights() is None and bundle.classify(None, static, True)[0][0] == 5
+
+
+def test_sidecar_keeps_sample_and_scene_class_frequencies(trained):
+    from hotspot.train_lstm import class_frequency
+    dbscan = read_pixel_label(trained.path("clusterDBSCAN.h5"))
+    for name, bundle in bundles_of(trained).items():
+        assert len(bundle.train_prior) == len(bundle.class_id)
+        assert sum(bundle.train_prior) == pytest.approx(1.0)
+        np.testing.assert_allclose(bundle.scene_prior, class_frequency(bundle.class_id, dbscan))
