@@ -12,16 +12,19 @@ apart: the amplitude of the band-passed series.
                   series tskm clustered) minus its mean;
   smoothed s_i    mean of a over the pixels of i's own cluster within SMOOTH_SPACING pixel
                   spacings (own cluster only, so a core does not bleed across its edge);
-  z_i             (s_i - median s) / (1.4826 MAD s) over every labelled pixel: most pixels
-                  are background, so the median and MAD describe the noise;
+  z_i             (s_i - median s) / (1.4826 MAD s) over every measured pixel (label >= 0:
+                  label 0 smoothed among themselves): most pixels are background, so the
+                  median and MAD describe the noise, also where a classifier left most of
+                  the scene without a cluster;
   core            hysteresis threshold: the pixels of one cluster with z >= LOW_Z, connected
                   (within CONNECT_SPACING spacings), holding at least one pixel with
                   z >= PEAK_Z and at least minPixel pixels, become a cluster of their own;
                   the rest of the cluster keeps its id (a core that is the whole cluster
                   changes nothing).
 
-Measured on the medium hard scenes (seeds 0 / 1, docs/quality.md): the cores of the 22 true
-hotspots peak at z 8.8 - 36; cores of noise peak at z <= 5.3 (the simulator's unwrapping-
+Measured on the medium scenes (docs/quality.md): the cores of the 40 true hotspots of hard
+seeds 0-3 peak at z 8.3 - 36; cores of noise at z <= 5.3 on seeds 0 / 1 and 6.1 on the easy
+scene, hence PEAK_Z = 7 (the simulator's unwrapping-
 error patches reach z 8 - 150: they are caught by the unwrapping-error check, which runs
 on the whole clusters before the split). The core's own contrast is then tested like any
 cluster, but not against the empirical null of whole clusters (dispersion docstring): the
@@ -44,7 +47,7 @@ from hotspot.utils.stack import block_size, iter_blocks
 SMOOTH_SPACING = 2.5
 CONNECT_SPACING = 1.5
 LOW_Z = 2.0
-PEAK_Z = 6.0
+PEAK_Z = 7.0
 MAD_TO_STD = 1.4826
 
 
@@ -76,11 +79,12 @@ def _same_label_pairs(x, y, labels, radius):
 
 
 def amplitude_z(x, y, labels, amplitude, spacing):
-    """Robust z of the amplitude smoothed over each pixel's own cluster (module docstring);
-    NaN for pixels without a cluster (label <= 0) or without an amplitude."""
+    """Robust z of the amplitude smoothed over each pixel's own cluster (module docstring;
+    the pixels without a cluster, label 0, are smoothed among themselves); NaN for pixels
+    without a measurement (label -1) or an amplitude."""
     labels = np.asarray(labels)
     z = np.full(labels.size, np.nan)
-    idx = np.nonzero((labels > 0) & np.isfinite(amplitude))[0]
+    idx = np.nonzero((labels >= 0) & np.isfinite(amplitude))[0]
     if idx.size < 2:
         return z
     pairs = _same_label_pairs(x[idx], y[idx], labels[idx], SMOOTH_SPACING * spacing)

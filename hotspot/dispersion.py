@@ -47,6 +47,13 @@ mean velocity is ~0, from noise):
     WAVELENGTH): a candidate whose contrast is a jump of n lambda / 2 shared by >= 20 % of its
     pixels over one epoch interval, and not significant once that jump is removed, is
     isUnwrapError and never a hotspot (docs/quality.md).
+  * amplitude cores (hotspot.amplitude_core, amplitudeCore = auto: on when tskm wrote
+    hotspotFiltered.h5): after a first pass, each cluster's connected pixels of high
+    band-passed amplitude (smoothed robust z >= 2 with a peak >= 7, >= minPixel pixels)
+    become a cluster of their own (coreParent) and the table is recomputed: a weak hotspot
+    inside a cluster of noise pixels that resemble its centroid is no longer diluted. A
+    core is not tested against the empirical null (it was selected for its amplitude) and
+    every hotspot needs peakAmplitudeZ >= 7 (docs/quality.md).
   * fragments: hotspots that touch (pixels within TOUCH_SPACING spacings) and whose contrasts,
     smoothed over the tskm window, correlate at >= MERGE_CORRELATION are one feature split by
     tskm; their clusters are merged (numMerged, mergedCluster) and the table recomputed.
@@ -269,8 +276,8 @@ def select_hotspots(table, max_sd, min_pixel, alpha, drop_insignificant):
     core = np.asarray(table.get("coreParent", np.zeros(compact.size)), dtype=np.int64) > 0
     significant &= empirical_outlier(table, compact & ~core) | core
     if "peakAmplitudeZ" in table:
-        # every hotspot found on the medium hard scenes peaks at z >= 8.8 and the rest of
-        # the amplitude map at <= 5.3: a significant contrast without a core of high
+        # every hotspot found on the medium scenes peaks at z >= 8.3 and the rest of the
+        # amplitude map at <= 6.1: a significant contrast without a core of high
         # band-passed amplitude is k-means' selection of noise that matches a centroid
         peak = np.asarray(table["peakAmplitudeZ"], dtype=np.float64)
         significant &= np.where(np.isfinite(peak), peak >= amplitude_core.PEAK_Z, True)
@@ -316,9 +323,10 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
     Reads the stack's displacement once, in blocks of at most max_memory GB, once more when
     amplitude cores are split off and once more when fragments are merged.
     half_wavelength (m): enables the unwrapping-error check (None: off). amplitude: per-pixel
-    amplitude of the band-passed series (hotspot.amplitude_core; None: no split); the clusters
-    that are neither hotspots nor unwrapping errors give up their amplitude cores as clusters
-    of their own and the table is recomputed. merge: hotspots that touch and move alike are
+    amplitude of the band-passed series (hotspot.amplitude_core; None: no split); every
+    cluster but the unwrapping errors of the first pass gives up its amplitude cores as
+    clusters of their own, the table is recomputed, and a hotspot needs a peak amplitude
+    z >= PEAK_Z. merge: hotspots that touch and move alike are
     fragments of one deformation feature, which tskm split between two temporal clusters (an
     outer and an inner part of one bowl): their clusters are merged and the table
     recomputed (module docstring).
@@ -345,7 +353,10 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
             kwargs["core_parent"] = core_parent
             table, hotspot_label, geo = _dispersion_pass(stack_file, labels, **kwargs)
         else:
+            # nothing split: the first pass's table, with the peak gate applied
             table["peakAmplitudeZ"] = _cluster_peak(labels, table["clusterId"], amp_z)
+            table.update(select_hotspots(table, max_sd, min_pixel, alpha, drop_insignificant))
+            hotspot_label = _hotspot_label(labels, table)
     merged = fragment_groups(table, hotspot_label, geo) if merge else {}
     if merged:
         log(f"dispersion: {len(merged)} hotspot clusters merged into touching hotspots that move "
@@ -399,6 +410,15 @@ def fragment_groups(table, hotspot_label, geo):
             if ci != cj:
                 parent[max(ci, cj)] = min(ci, cj)
     return {c: root(c) for c in parent}
+
+
+def _hotspot_label(labels, table):
+    """Per pixel: hotspotId of its cluster, 0 for no hotspot, NO_DATA where unmeasured."""
+    labels = np.asarray(labels, dtype=np.int64)
+    out = np.where(labels >= 0, 0, NO_DATA).astype(np.int32)
+    labelled = labels > 0
+    out[labelled] = table["hotspotId"][np.searchsorted(table["clusterId"], labels[labelled])]
+    return out
 
 
 def _cluster_peak(labels, ids, values):
@@ -487,9 +507,7 @@ def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insig
         f"errors (a jump of n lambda/2 and no other signal"
         f"{'' if half_wavelength else ': check off'}) -> {int(table['isHotspot'].sum())} hotspots")
 
-    hotspot_label = np.where(measured, 0, NO_DATA).astype(np.int32)
-    hid = table["hotspotId"]
-    hotspot_label[labelled] = hid[index]
+    hotspot_label = _hotspot_label(labels, table)
     table["date"] = np.array(info.dates, dtype="S8")
     table["xyOrigin"] = np.array([lon0, lat0])
     return table, hotspot_label, {"x": x, "y": y, "spacing": spacing, "contrast": contrast,
