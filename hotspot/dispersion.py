@@ -54,9 +54,12 @@ mean velocity is ~0, from noise):
     inside a cluster of noise pixels that resemble its centroid is no longer diluted. A
     core is not tested against the empirical null (it was selected for its amplitude) and
     every hotspot needs peakAmplitudeZ >= 7 (docs/quality.md).
-  * fragments: hotspots that touch (pixels within TOUCH_SPACING spacings) and whose contrasts,
-    smoothed over the tskm window, correlate at >= MERGE_CORRELATION are one feature split by
-    tskm; their clusters are merged (numMerged, mergedCluster) and the table recomputed.
+  * fragments: a hotspot and the clusters that touch it (pixels within TOUCH_SPACING
+    spacings) - other hotspots, or compact candidates too weak to be hotspots alone - whose
+    contrasts, smoothed over the tskm window, correlate at >= MERGE_CORRELATION are one
+    feature that tskm split between temporal clusters; they are merged (numMerged,
+    mergedCluster) and the table recomputed. A core never goes back into the rest of its
+    parent, and a merge whose result is no hotspot (diluted) is undone.
   * kept for information: pValueVelocity, a two-sided z-test of the mean velocity against
     zero with standard error rms(velocityStd) / sqrt(n_eff), n_eff = clip(A / (2 pi L^2),
     1, n) the independent samples in a cluster of area A for an exponential covariance of
@@ -88,10 +91,11 @@ MIN_RING_PIXEL = 10
 MAX_RING_PIXEL = 5000          # a ring mean of 5000 pixels is noise-free enough; bounds memory
 MAX_SAMPLE_PER_CLUSTER = 5000  # rows per cluster for the 10/90 % percentile time series
 MAD_TO_STD = 1.4826
-# Fragment merge (compute_dispersion): hotspots with pixels closer than TOUCH_SPACING pixel
-# spacings (8-neighbours on a grid) whose smoothed contrasts correlate at MERGE_CORRELATION.
-# Medium hard scenes: the 3 fragment pairs correlated 0.94-0.98.
-TOUCH_SPACING = 1.5
+# Fragment merge (compute_dispersion): a hotspot and clusters with pixels closer than
+# TOUCH_SPACING pixel spacings whose smoothed contrasts correlate at MERGE_CORRELATION.
+# Medium hard scenes: fragment pairs correlated 0.86-0.98; the two fragments of seed 4's
+# seasonal twin were 2.2 spacings apart (DBSCAN noise pixels between them), hence 2.5.
+TOUCH_SPACING = 2.5
 MERGE_CORRELATION = 0.8
 # Empirical null (module docstring): at least this many candidates, and a one-sided 1 %
 # robust z of log(signal / noise) among them.
@@ -357,17 +361,23 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
             table["peakAmplitudeZ"] = _cluster_peak(labels, table["clusterId"], amp_z)
             table.update(select_hotspots(table, max_sd, min_pixel, alpha, drop_insignificant))
             hotspot_label = _hotspot_label(labels, table)
-    merged = fragment_groups(table, hotspot_label, geo) if merge else {}
+    merged = fragment_groups(table, labels, geo) if merge else {}
     if merged:
-        log(f"dispersion: {len(merged)} hotspot clusters merged into touching hotspots that move "
+        log(f"dispersion: {len(merged)} clusters merged into touching hotspots that move "
             f"alike (smoothed contrast correlation >= {MERGE_CORRELATION}): "
             + ", ".join(f"{a} -> {b}" for a, b in sorted(merged.items())) + "; recomputing")
-        lut = np.arange(labels.max() + 1)
-        lut[list(merged)] = list(merged.values())
-        labels = np.where(labels > 0, lut[np.maximum(labels, 0)], labels)
-        if core_parent:
-            kwargs["core_parent"] = {c: p for c, p in core_parent.items() if c not in merged}
+        before = labels
+        labels, kwargs = _merge_labels(before, merged, core_parent, kwargs)
         table, hotspot_label, geo = _dispersion_pass(stack_file, labels, **kwargs)
+        # a merge that leaves no hotspot (the fragment diluted the signal) is undone
+        row = np.searchsorted(table["clusterId"], np.array(sorted(set(merged.values()))))
+        lost = set(table["clusterId"][row[~table["isHotspot"][row]]].tolist())
+        if lost:
+            merged = {c: r for c, r in merged.items() if r not in lost}
+            log(f"dispersion: merges into {sorted(lost)} undone (the merged cluster is no "
+                "hotspot); recomputing")
+            labels, kwargs = _merge_labels(before, merged, core_parent, kwargs)
+            table, hotspot_label, geo = _dispersion_pass(stack_file, labels, **kwargs)
     ids = table["clusterId"]
     into = np.searchsorted(ids, np.array(list(merged.values()), dtype=np.int64))
     table["numMerged"] = (1 + np.bincount(into, minlength=ids.size)).astype(np.int32)
@@ -375,23 +385,44 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
     return table, hotspot_label
 
 
-def fragment_groups(table, hotspot_label, geo):
-    """{cluster id: id it merges into} for hotspots that touch (pixels within
-    TOUCH_SPACING spacings) and whose contrast series, smoothed over the tskm window,
-    correlate at >= MERGE_CORRELATION; each group goes to its smallest cluster id."""
-    hot = np.nonzero(hotspot_label > 0)[0]
-    if hot.size < 2:
+def _merge_labels(labels, merged, core_parent, kwargs):
+    """labels with each merged cluster renamed to its group's id, and the pass keywords with
+    the merged cores dropped from core_parent."""
+    lut = np.arange(labels.max() + 1)
+    lut[list(merged)] = list(merged.values())
+    out = np.where(labels > 0, lut[np.maximum(labels, 0)], labels)
+    kwargs = dict(kwargs)
+    if core_parent:
+        kwargs["core_parent"] = {c: p for c, p in core_parent.items() if c not in merged}
+    return out, kwargs
+
+
+def fragment_groups(table, labels, geo):
+    """{cluster id: id it merges into} for a hotspot and the clusters that touch it (pixels
+    within TOUCH_SPACING spacings) and whose contrast series, smoothed over the tskm window,
+    correlate with its at >= MERGE_CORRELATION: other hotspots, and compact candidates
+    (tested against a ring, not unwrapping errors) too weak to be hotspots alone; each group
+    goes to its smallest cluster id."""
+    ids = table["clusterId"]
+    hot = table["isHotspot"]
+    partner = (table["isCandidate"] & ~hot & ~table["isUnwrapError"]
+               & (np.asarray(table["ringPixel"]) > 0))
+    if not hot.any() or hot.sum() + partner.sum() < 2:
         return {}
-    pts = np.c_[geo["x"][hot], geo["y"][hot]]
+    labels = np.asarray(labels, dtype=np.int64)
+    pix = np.nonzero(np.isin(labels, ids[hot | partner]))[0]
+    pts = np.c_[geo["x"][pix], geo["y"][pix]]
     pairs = cKDTree(pts).query_pairs(TOUCH_SPACING * geo["spacing"], output_type="ndarray")
     if not pairs.size:
         return {}
-    hid = hotspot_label[hot]
-    a, b = hid[pairs[:, 0]], hid[pairs[:, 1]]
-    touch = np.unique(np.sort(np.c_[a, b][a != b], axis=1), axis=0)
+    row = np.searchsorted(ids, labels[pix])
+    a, b = row[pairs[:, 0]], row[pairs[:, 1]]
+    # a core never goes back into the rest of the cluster it was split from
+    parent_of = np.asarray(table.get("coreParent", np.zeros(ids.size)), dtype=np.int64)
+    keep = (a != b) & (hot[a] | hot[b]) & (parent_of[a] != ids[b]) & (parent_of[b] != ids[a])
+    touch = np.unique(np.sort(np.c_[a, b][keep], axis=1), axis=0)
     if not touch.size:
         return {}
-    row_of = {int(h): int(r) for r, h in enumerate(table["hotspotId"]) if h > 0}
     from scipy.ndimage import uniform_filter1d
     smooth = uniform_filter1d(geo["contrast"], geo["window"], axis=1, mode="nearest")
     parent = {}
@@ -401,12 +432,11 @@ def fragment_groups(table, hotspot_label, geo):
             c = parent[c]
         return c
 
-    for h1, h2 in touch.tolist():
-        i, j = row_of[h1], row_of[h2]
+    for i, j in touch.tolist():
         with np.errstate(invalid="ignore", divide="ignore"):
             r = np.corrcoef(smooth[i], smooth[j])[0, 1]
         if np.isfinite(r) and r >= MERGE_CORRELATION:
-            ci, cj = root(int(table["clusterId"][i])), root(int(table["clusterId"][j]))
+            ci, cj = root(int(ids[i])), root(int(ids[j]))
             if ci != cj:
                 parent[max(ci, cj)] = min(ci, cj)
     return {c: root(c) for c in parent}

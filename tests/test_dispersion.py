@@ -529,3 +529,26 @@ def test_amplitude_core_key(tmp_path, capsys):
         assert f["isHotspot"][:].tolist() == [True, True, False, False, False]
         assert (f["peakAmplitudeZ"][:2] >= 7).all()
         assert f.attrs["hotspot.dispersion.amplitudeCore"] == "auto"
+
+
+def test_hotspot_grows_over_a_touching_fragment_too_weak_alone(tmp_path):
+    """The east rim of bowl 1 (label 7) moves like it but has no amplitude core of its own,
+    so it is no hotspot alone: it touches hotspot 1, correlates with it, and joins it."""
+    stack, label, _ = make_scene(tmp_path)
+    rows, cols = np.divmod(np.arange(LENGTH * WIDTH), WIDTH)
+    valid = ~((rows < 10) & (cols > 70))
+    r, c = rows[valid], cols[valid]
+    rim = (label == 0) & _disk(r, c, CENTRES[1], 9) & (c > CENTRES[1][1] + 2)
+    split = label.copy()
+    split[rim] = 7
+    amplitude = 1.0 + 0.3 * np.random.default_rng(6).standard_normal(r.size)
+    amplitude[(label == 1) | (label == 2)] += 1.0
+    kwargs = dict(max_sd=1.0, min_pixel=20, alpha=0.05, drop_insignificant=True, corr_length=0.5,
+                  max_memory=4, seed=0, amplitude=amplitude, log=lambda *_: None)
+    apart, _ = disp.compute_dispersion(stack, split, merge=False, **kwargs)
+    row = {cid: i for i, cid in enumerate(apart["clusterId"])}
+    assert apart["isCandidate"][row[7]] and not apart["isHotspot"][row[7]]
+    table, hot = disp.compute_dispersion(stack, split, **kwargs)
+    assert [7, 1] in table["mergedCluster"].tolist()
+    one = table["hotspotId"][list(table["clusterId"]).index(1)]
+    assert one > 0 and np.array_equal(hot == one, (label == 1) | rim)
