@@ -423,7 +423,8 @@ def pixel_grid(stack_file, info, seed=0):
     """(row, col, shape, cell km) of every pixel on a regular grid.
 
     Gridded stacks use their raster; point stacks are snapped to square cells of the
-    median nearest-neighbour spacing (several points in a cell share its value).
+    median nearest-neighbour spacing, or half the spacing of the points spread evenly over
+    their bounding box when that is larger (several points in a cell share its value).
     """
     from hotspot.utils.geo import lonlat_to_xy_km, pixel_spacing
     from hotspot.utils.stack import read_pixels
@@ -435,6 +436,11 @@ def pixel_grid(stack_file, info, seed=0):
     cell = pixel_spacing(x[ok], y[ok], seed)
     row, col = px["row"].astype(np.int64), px["col"].astype(np.int64)
     if not (info.is_grid and (row >= 0).all() and (col >= 0).all()):
+        # persistent scatterers crowd along buildings: on the EGMS Ustica burst (11,759
+        # points) the median spacing is 3 m, a 1063 x 1348 grid whose 2 km Gaussian ran for
+        # hours; half the spacing of the same points spread evenly bounds the grid to ~4 N cells
+        area = max(float(np.ptp(x[ok]) * np.ptp(y[ok])), 0.0)
+        cell = max(cell, 0.5 * np.sqrt(area / max(int(ok.sum()), 1)))
         row = np.floor((y.max() - y) / cell).astype(np.int64)
         col = np.floor((x - x.min()) / cell).astype(np.int64)
     shape = (int(row.max()) + 1, int(col.max()) + 1)

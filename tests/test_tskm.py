@@ -264,6 +264,16 @@ def test_smooth_window_and_point_grid(tmp_path):
     row, col, shape, cell = tskm.pixel_grid(tmp_path / "p.h5", read_info(tmp_path / "p.h5"))
     assert cell == pytest.approx(0.0925, rel=0.05)
     assert np.unique(row * shape[1] + col).size == r.size
+    # scatterers crowded 10 to a building (~3 m apart) over 5 km: the grid follows their
+    # even spread, not the 3 m spacing (which gave a 1063 x 1348 grid for 11,759 points)
+    centre_lat = 34 + rng.uniform(0, 0.045, 50)
+    centre_lon = -118 + rng.uniform(0, 0.054, 50)
+    lat = np.repeat(centre_lat, 10) + rng.normal(0, 3e-5, 500)
+    lon = np.repeat(centre_lon, 10) + rng.normal(0, 3e-5, 500)
+    write_stack(tmp_path / "ps.h5", rng.normal(size=(500, 6)) * 1e-3,
+                [f"2020010{d}" for d in range(1, 7)], lat, lon)
+    row, col, shape, cell = tskm.pixel_grid(tmp_path / "ps.h5", read_info(tmp_path / "ps.h5"))
+    assert cell > 0.05 and shape[0] * shape[1] <= 5 * 500
 
 
 def test_stratified_sample_prefers_signal(stack_dir):
