@@ -44,8 +44,8 @@ mean velocity is ~0, from noise):
     the null: a cluster is significant only when it is also an outlier of it, robust
     z = (x - median) / (1.4826 MAD) >= EMPIRICAL_Z (one-sided 1 %).
   * unwrapping errors (hotspot.unwrap_check, unwrapCheck = auto: on when the stack has
-    WAVELENGTH): a candidate whose contrast is a jump of n lambda / 2 shared by >= 20 % of its
-    pixels over one epoch interval, and not significant once that jump is removed, is
+    WAVELENGTH): a candidate whose contrast is a jump of n lambda / 2 shared by >= 10 % of its
+    pixels (unwrap_check.MIN_FRACTION) over one epoch interval, and not significant once that jump is removed, is
     isUnwrapError and never a hotspot (docs/quality.md).
   * amplitude cores (hotspot.amplitude_core, amplitudeCore = auto: on when tskm wrote
     hotspotFiltered.h5): after a first pass, each cluster's connected pixels of high
@@ -324,31 +324,31 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
                        half_wavelength=None, amplitude=None, merge=True, log=print):
     """Per-cluster table (dict of arrays, M rows) and the hotspot pixel label (N).
 
-    Reads the stack's displacement once, in blocks of at most max_memory GB, once more when
-    amplitude cores are split off and once more when fragments are merged.
+    Reads the stack's displacement once, in blocks of at most max_memory GB, and once more
+    for each recomputation: after amplitude cores are split off, after fragments are merged,
+    after a diluting merge is undone.
     half_wavelength (m): enables the unwrapping-error check (None: off). amplitude: per-pixel
     amplitude of the band-passed series (hotspot.amplitude_core; None: no split); every
     cluster but the unwrapping errors of the first pass gives up its amplitude cores as
-    clusters of their own, the table is recomputed, and a hotspot needs a peak amplitude
-    z >= PEAK_Z. merge: hotspots that touch and move alike are
-    fragments of one deformation feature, which tskm split between two temporal clusters (an
-    outer and an inner part of one bowl): their clusters are merged and the table
-    recomputed (module docstring).
+    clusters of their own, and a hotspot needs a peak amplitude z >= PEAK_Z. merge: a hotspot
+    and the touching clusters that move alike (fragment_groups) are one deformation feature
+    that tskm split between temporal clusters: they are merged (module docstring).
     """
     kwargs = dict(max_sd=max_sd, min_pixel=min_pixel, alpha=alpha,
                   drop_insignificant=drop_insignificant, corr_length=corr_length,
                   max_memory=max_memory, seed=seed, temporal_label=temporal_label,
                   half_wavelength=half_wavelength, log=log)
     labels = np.asarray(pixel_label, dtype=np.int64)
-    table, hotspot_label, geo = _dispersion_pass(stack_file, labels, **kwargs)
+    table, hotspot_label, geo = _dispersion_pass(stack_file, labels, amplitude=amplitude,
+                                                 **kwargs)
     core_parent = {}
     if amplitude is not None:
-        amp_z = amplitude_core.amplitude_z(geo["x"], geo["y"], labels, amplitude,
-                                           geo["spacing"])
+        # later passes keep the z of the first labels: a core's peak is the one it was cut at
+        kwargs["amplitude_z"] = geo["amplitude_z"]
         split_ids = table["clusterId"][~table["isUnwrapError"]]
         labels, core_parent = amplitude_core.split_cores(labels, split_ids, geo["x"], geo["y"],
-                                                         amp_z, geo["spacing"], min_pixel)
-        kwargs["amplitude_z"] = amp_z
+                                                         geo["amplitude_z"], geo["spacing"],
+                                                         min_pixel)
         log(f"dispersion: {len(core_parent)} amplitude cores (band-passed amplitude z >= "
             f"{amplitude_core.LOW_Z:g}, peak >= {amplitude_core.PEAK_Z:g}, >= {min_pixel} "
             f"pixels) split off {len(set(core_parent.values()))} clusters"
@@ -356,11 +356,6 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
         if core_parent:
             kwargs["core_parent"] = core_parent
             table, hotspot_label, geo = _dispersion_pass(stack_file, labels, **kwargs)
-        else:
-            # nothing split: the first pass's table, with the peak gate applied
-            table["peakAmplitudeZ"] = _cluster_peak(labels, table["clusterId"], amp_z)
-            table.update(select_hotspots(table, max_sd, min_pixel, alpha, drop_insignificant))
-            hotspot_label = _hotspot_label(labels, table)
     merged = fragment_groups(table, labels, geo) if merge else {}
     if merged:
         log(f"dispersion: {len(merged)} clusters merged into touching hotspots that move "
@@ -462,11 +457,13 @@ def _cluster_peak(labels, ids, values):
 
 def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insignificant,
                      corr_length, max_memory, seed, temporal_label, half_wavelength, log,
-                     core_parent=None, amplitude_z=None):
+                     core_parent=None, amplitude_z=None, amplitude=None):
     """One computation of the table and hotspot label; also returns the metric positions
     (x, y km), the pixel spacing, the contrast series and the smoothing window that
-    fragment_groups needs. core_parent: {cluster id: parent id} of the amplitude cores;
-    amplitude_z: per-pixel z of hotspot.amplitude_core (peakAmplitudeZ column)."""
+    fragment_groups needs, and the amplitude z. core_parent: {cluster id: parent id} of the
+    amplitude cores; amplitude_z: per-pixel z of hotspot.amplitude_core (peakAmplitudeZ
+    column and gate), or amplitude: the per-pixel amplitude it is computed from with these
+    labels."""
     info = read_info(stack_file)
     labels = np.asarray(labels, dtype=np.int64)
     if labels.shape != (info.num_pixel,):
@@ -501,6 +498,8 @@ def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insig
     table["parentTemporalCluster"] = _majority(index, num_cluster, temporal_label, labelled)
     parent = core_parent or {}
     table["coreParent"] = np.array([parent.get(int(c), 0) for c in ids], dtype=np.int32)
+    if amplitude_z is None and amplitude is not None:
+        amplitude_z = amplitude_core.amplitude_z(x, y, labels, amplitude, spacing)
     if amplitude_z is not None:
         table["peakAmplitudeZ"] = _cluster_peak(labels, ids, amplitude_z)
 
@@ -541,7 +540,8 @@ def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insig
     table["date"] = np.array(info.dates, dtype="S8")
     table["xyOrigin"] = np.array([lon0, lat0])
     return table, hotspot_label, {"x": x, "y": y, "spacing": spacing, "contrast": contrast,
-                                  "window": smooth_window(info.dates)}
+                                  "window": smooth_window(info.dates),
+                                  "amplitude_z": amplitude_z}
 
 
 def ring_matrix(tree, measured_idx, pixel_cluster, cand_idx, table, spacing, corr_length, rng):
@@ -850,9 +850,13 @@ def read_options(ctx):
             "min_pixel": cfg.get_int(KEY + "minPixel", min_value=1),
             "alpha": cfg.get_float(KEY + "significance", min_value=0.0, max_value=1.0),
             "drop_insignificant": cfg.get_bool(KEY + "dropInsignificant"),
-            "unwrap_check": cfg.is_auto(KEY + "unwrapCheck") or cfg.get_bool(KEY + "unwrapCheck"),
-            "amplitude_core": "auto" if cfg.is_auto(KEY + "amplitudeCore")
-            else cfg.get_bool(KEY + "amplitudeCore")}
+            "unwrap_check": _switched_on(cfg, "unwrapCheck"),
+            "amplitude_core": _switched_on(cfg, "amplitudeCore")}
+
+
+def _switched_on(cfg, name):
+    """yes or auto (auto: on when the step finds what it needs, checked where it is used)."""
+    return cfg.is_auto(KEY + name) or cfg.get_bool(KEY + name)
 
 
 def filtered_file(ctx):
@@ -861,15 +865,15 @@ def filtered_file(ctx):
     return ctx.path(FILTER_FILE)
 
 
-def pixel_amplitude(ctx, setting, num_pixel):
+def pixel_amplitude(ctx, on, num_pixel):
     """Per-pixel amplitude of the band-passed series for the amplitude-core split, or None
     when off. amplitudeCore = auto splits when tskm's hotspotFiltered.h5 exists; yes
     without it is an error that names the file."""
     path = filtered_file(ctx)
-    if setting is False:
+    if not on:
         return None
     if not path.is_file():
-        if setting == "auto":
+        if ctx.config.is_auto(KEY + "amplitudeCore"):
             ctx.log(f"dispersion: {path.name} not found (written by tskm): amplitude-core "
                     "split off")
             return None
@@ -964,8 +968,7 @@ def inputs(ctx):
     files = [ctx.path(STACK_FILE), input_file(ctx, must_exist=False)]
     if ctx.path("covariogram.h5").is_file():
         files.append(ctx.path("covariogram.h5"))
-    key = KEY + "amplitudeCore"
-    if (ctx.config.is_auto(key) or ctx.config.get_bool(key)) and filtered_file(ctx).is_file():
+    if _switched_on(ctx.config, "amplitudeCore") and filtered_file(ctx).is_file():
         files.append(filtered_file(ctx))
     return files
 
