@@ -389,18 +389,20 @@ def _votes_into(out, query, ref, group, pts, k, self_index):
         return
     num_class = out.shape[1]
     if self_index is None:
-        _, idx = ref.tree(group).query(pts[query], k=k)
+        _, idx = ref.tree(group).query(pts[query], k=k, workers=-1)
         idx = rows[idx.reshape(query.size, k)]
     else:
-        _, idx = ref.tree(group).query(pts[query], k=k + 1)
+        _, idx = ref.tree(group).query(pts[query], k=k + 1, workers=-1)
         idx = rows[idx.reshape(query.size, k + 1)]
         drop = idx == self_index[query][:, None]
         drop[~drop.any(axis=1), -1] = True
         drop &= np.cumsum(drop, axis=1) == 1         # duplicate positions: drop one only
         idx = idx[~drop].reshape(query.size, k)
-    flat = (np.arange(query.size)[:, None] * num_class + ref.cls[idx]).ravel()
-    out[query] = (np.bincount(flat, minlength=query.size * num_class)
-                  .reshape(query.size, num_class) / np.float32(k))
+    # counts of the occupied (pixel, class) cells only: a dense bincount of pixels x classes
+    # cost 10x more at 1,000 classes; out's rows of `query` are still zero
+    cell, count = np.unique((query[:, None] * num_class + ref.cls[idx]).ravel(),
+                            return_counts=True)
+    out.reshape(-1)[cell] = count / np.float32(k)
 
 
 @dataclass
@@ -555,16 +557,26 @@ class ModelBundle:
         if n == 0:
             return np.zeros((0, len(self.class_id)), dtype=np.float32)
         inputs = self.inputs(disp, static_raw, temporal=temporal)
-        # Pad to whole batches: every call then has one batch shape, so the backend compiles
-        # the predict function once instead of once per ragged last batch.
+        inputs = inputs if isinstance(inputs, list) else [inputs]
+        # Batch by batch into one preallocated array: model.predict converts each whole input
+        # to a tensor (a copy of the ~1,000-wide static block) and concatenates the outputs
+        # (a copy of the probabilities); per batch, the copies are small and reuse memory.
+        # Every batch has one shape (the ragged tail is padded), so the backend compiles the
+        # predict function once.
         batch = min(batch_size, n)
-        pad = -n % batch
-        if pad:
-            def padded(a):
-                return np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)])
-            inputs = [padded(a) for a in inputs] if isinstance(inputs, list) else padded(inputs)
-        prob = self.model.predict(inputs, batch_size=batch, verbose=0)
-        return np.asarray(prob)[:n]
+        out = None
+        for start in range(0, n, batch):
+            stop = min(start + batch, n)
+            rows = [a[start:stop] for a in inputs]
+            if stop - start < batch:
+                pad = batch - (stop - start)
+                rows = [np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)])
+                        for a in rows]
+            prob = np.asarray(self.model.predict_on_batch(rows if len(rows) > 1 else rows[0]))
+            if out is None:
+                out = np.empty((n, prob.shape[1]), dtype=np.float32)
+            out[start:stop] = prob[:stop - start]
+        return out
 
     def prior_weights(self):
         """scene / training class frequency per class, or None when unknown or equal.
@@ -593,7 +605,11 @@ class ModelBundle:
         prob = self.predict_proba(disp, static_raw, batch_size, temporal)
         weights = self.prior_weights() if prior_correction else None
         if weights is not None:
-            prob = prob * weights
+            # in place (predict_proba returns a fresh array): the (pixels x classes) block
+            # is the largest array of predict
+            if prob.dtype != np.float32 or not prob.flags.writeable:
+                prob = prob.astype(np.float32)
+            prob *= weights.astype(np.float32)
             prob /= prob.sum(axis=1, keepdims=True)
         idx, p = self.twins.resolve(prob, static_raw[:, -2], static_raw[:, -1], self.reference)
         return np.asarray(self.class_id, dtype=np.int32)[idx], p

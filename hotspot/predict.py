@@ -122,6 +122,8 @@ def predict_stack(bundles, stack_file, min_probability=0.5, batch_size=4096, max
     width = info.num_date + max((3 * len(b.class_id) if b.uses_static else 0)
                                 for b in bundles.values())
     size = block_size(width, max_memory, copies=6, cap=max_block)
+    # whole batches per block: only the last block has a ragged tail to pad
+    size = max(batch_size, size // batch_size * batch_size) if size > batch_size else size
     log(f"predict {', '.join(bundles)} on {info.num_pixel} pixels x {info.num_date} epochs "
         f"in blocks of {size} pixels")
     names = list(lm.STACK_STATIC) + ["longitude", "latitude"]

@@ -146,7 +146,8 @@ def test_prior_correction_reweights_to_the_scene_frequencies():
                             twins=lm.TwinResolver(group=[-1, -1, -1]),
                             train_prior=[1 / 3, 1 / 3, 1 / 3], scene_prior=[0.8, 0.1, 0.1])
     probs = np.array([[0.3, 0.4, 0.3], [0.05, 0.9, 0.05]], dtype=np.float32)
-    bundle.predict_proba = lambda *args, **kwargs: probs
+    # a fresh array per call, as the real predict_proba (classify reweights it in place)
+    bundle.predict_proba = lambda *args, **kwargs: probs.copy()
     static = np.zeros((2, 6))
     np.testing.assert_allclose(bundle.prior_weights(), [2.4, 0.3, 0.3])
     raw_id, raw_p = bundle.classify(None, static)
