@@ -53,13 +53,14 @@ mean velocity is ~0, from noise):
     become a cluster of their own (coreParent) and the table is recomputed: a weak hotspot
     inside a cluster of noise pixels that resemble its centroid is no longer diluted. A
     core is not tested against the empirical null (it was selected for its amplitude) and
-    every hotspot needs peakAmplitudeZ >= 7 (docs/quality.md).
+    every hotspot needs peakAmplitudeZ >= HOTSPOT_PEAK_Z (5.5, docs/quality.md).
   * fragments: a hotspot and the clusters that touch it (pixels within TOUCH_SPACING
     spacings) - other hotspots, or compact candidates too weak to be hotspots alone - whose
     contrasts, smoothed over the tskm window, correlate at >= MERGE_CORRELATION are one
     feature that tskm split between temporal clusters; they are merged (numMerged,
     mergedCluster) and the table recomputed. A core never goes back into the rest of its
-    parent, and a merge whose result is no hotspot (diluted) is undone.
+    parent, and a merge whose result is no hotspot (a weak fragment diluted it) keeps only
+    its hotspots, or is undone when it has fewer than two.
   * kept for information: pValueVelocity, a two-sided z-test of the mean velocity against
     zero with standard error rms(velocityStd) / sqrt(n_eff), n_eff = clip(A / (2 pi L^2),
     1, n) the independent samples in a cluster of area A for an exponential covariance of
@@ -97,6 +98,11 @@ MAD_TO_STD = 1.4826
 # seasonal twin were 2.2 spacings apart (DBSCAN noise pixels between them), hence 2.5.
 TOUCH_SPACING = 2.5
 MERGE_CORRELATION = 0.8
+# Peak amplitude z every hotspot needs. Medium hard seeds 0-15, easy and small scenes, without
+# the gate: the clusters that pass the signal tests and match no true hotspot peak at
+# z <= 4.2, the true hotspots at >= 6.6 (docs/quality.md). Cores are cut at a higher peak
+# (amplitude_core.PEAK_Z): noise alone reaches 6.1 somewhere in a scene.
+HOTSPOT_PEAK_Z = 5.5
 # Empirical null (module docstring): at least this many candidates, and a one-sided 1 %
 # robust z of log(signal / noise) among them.
 MIN_EMPIRICAL = 30
@@ -280,11 +286,10 @@ def select_hotspots(table, max_sd, min_pixel, alpha, drop_insignificant):
     core = np.asarray(table.get("coreParent", np.zeros(compact.size)), dtype=np.int64) > 0
     significant &= empirical_outlier(table, compact & ~core) | core
     if "peakAmplitudeZ" in table:
-        # every hotspot found on the medium scenes peaks at z >= 8.3 and the rest of the
-        # amplitude map at <= 6.1: a significant contrast without a core of high
-        # band-passed amplitude is k-means' selection of noise that matches a centroid
+        # a significant contrast without a peak of high band-passed amplitude is k-means'
+        # selection of noise that matches a centroid (HOTSPOT_PEAK_Z)
         peak = np.asarray(table["peakAmplitudeZ"], dtype=np.float64)
-        significant &= np.where(np.isfinite(peak), peak >= amplitude_core.PEAK_Z, True)
+        significant &= np.where(np.isfinite(peak), peak >= HOTSPOT_PEAK_Z, True)
     unwrap = unwrap_error(table, compact, alpha / num_test, core)
     keep = compact & ~unwrap & (significant | (not drop_insignificant))
     hotspot_id = np.zeros(keep.size, dtype=np.int32)
@@ -330,7 +335,7 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
     half_wavelength (m): enables the unwrapping-error check (None: off). amplitude: per-pixel
     amplitude of the band-passed series (hotspot.amplitude_core; None: no split); every
     cluster but the unwrapping errors of the first pass gives up its amplitude cores as
-    clusters of their own, and a hotspot needs a peak amplitude z >= PEAK_Z. merge: a hotspot
+    clusters of their own, and a hotspot needs a peak amplitude z >= HOTSPOT_PEAK_Z. merge: a hotspot
     and the touching clusters that move alike (fragment_groups) are one deformation feature
     that tskm split between temporal clusters: they are merged (module docstring).
     """
@@ -362,22 +367,43 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
             f"alike (smoothed contrast correlation >= {MERGE_CORRELATION}): "
             + ", ".join(f"{a} -> {b}" for a, b in sorted(merged.items())) + "; recomputing")
         before = labels
-        labels, kwargs = _merge_labels(before, merged, core_parent, kwargs)
-        table, hotspot_label, geo = _dispersion_pass(stack_file, labels, **kwargs)
-        # a merge that leaves no hotspot (the fragment diluted the signal) is undone
-        row = np.searchsorted(table["clusterId"], np.array(sorted(set(merged.values()))))
-        lost = set(table["clusterId"][row[~table["isHotspot"][row]]].tolist())
-        if lost:
-            merged = {c: r for c, r in merged.items() if r not in lost}
-            log(f"dispersion: merges into {sorted(lost)} undone (the merged cluster is no "
-                "hotspot); recomputing")
+        hot_before = set(table["clusterId"][table["isHotspot"]].tolist())
+        while merged:
             labels, kwargs = _merge_labels(before, merged, core_parent, kwargs)
             table, hotspot_label, geo = _dispersion_pass(stack_file, labels, **kwargs)
+            # a merge that leaves no hotspot (a weak fragment diluted the signal) keeps only
+            # its hotspots, then, if that fails too, is undone
+            row = np.searchsorted(table["clusterId"], np.array(sorted(set(merged.values()))))
+            lost = set(table["clusterId"][row[~table["isHotspot"][row]]].tolist())
+            if not lost:
+                break
+            merged, kept = _shrink_merges(merged, lost, hot_before)
+            log(f"dispersion: merges into {sorted(lost)} are no hotspot: "
+                + (f"kept for the hotspots {kept} only" if kept else "undone")
+                + "; recomputing")
+            if not merged:
+                labels, kwargs = _merge_labels(before, merged, core_parent, kwargs)
+                table, hotspot_label, geo = _dispersion_pass(stack_file, labels, **kwargs)
     ids = table["clusterId"]
     into = np.searchsorted(ids, np.array(list(merged.values()), dtype=np.int64))
     table["numMerged"] = (1 + np.bincount(into, minlength=ids.size)).astype(np.int32)
     table["mergedCluster"] = np.array(sorted(merged.items()), dtype=np.int32).reshape(-1, 2)
     return table, hotspot_label
+
+
+def _shrink_merges(merged, lost, hot_before):
+    """merged without the groups whose root is in `lost`, except that a lost group made of
+    hotspots (of the pass before merging) and weaker fragments is kept for its >= 2
+    hotspots alone. Returns (merges, the hotspot groups kept as lists of ids)."""
+    out = {c: r for c, r in merged.items() if r not in lost}
+    kept = []
+    for root in sorted(lost):
+        members = [root] + sorted(c for c, r in merged.items() if r == root)
+        hot = sorted(m for m in members if m in hot_before)
+        if 2 <= len(hot) < len(members):
+            out.update({m: hot[0] for m in hot[1:]})
+            kept.append(hot)
+    return out, kept
 
 
 def _merge_labels(labels, merged, core_parent, kwargs):

@@ -552,3 +552,19 @@ def test_hotspot_grows_over_a_touching_fragment_too_weak_alone(tmp_path):
     assert [7, 1] in table["mergedCluster"].tolist()
     one = table["hotspotId"][list(table["clusterId"]).index(1)]
     assert one > 0 and np.array_equal(hot == one, (label == 1) | rim)
+
+
+def test_a_diluted_merge_keeps_its_hotspots_merged():
+    """Group 2 <- 5, 7 is no hotspot once merged: the fragment 5 (no hotspot alone) goes,
+    hotspots 2 and 7 stay one; a lost group with fewer than two hotspots, or of hotspots
+    only, is undone; groups that stayed hotspots are untouched."""
+    merged = {5: 2, 7: 2, 9: 3}
+    out, kept = disp._shrink_merges(merged, lost={2}, hot_before={2, 3, 7})
+    assert out == {7: 2, 9: 3} and kept == [[2, 7]]
+    out, kept = disp._shrink_merges({7: 2, 9: 3}, lost={2}, hot_before={2, 3, 7})
+    assert out == {9: 3} and kept == []
+    out, kept = disp._shrink_merges({5: 2, 6: 2}, lost={2}, hot_before={6})
+    assert out == {} and kept == []
+    # the hotspots of a lost group need not include its root (the smallest id)
+    out, kept = disp._shrink_merges({5: 2, 6: 2}, lost={2}, hot_before={5, 6})
+    assert out == {6: 5} and kept == [[5, 6]]
