@@ -53,7 +53,8 @@ mean velocity is ~0, from noise):
     become a cluster of their own (coreParent) and the table is recomputed: a weak hotspot
     inside a cluster of noise pixels that resemble its centroid is no longer diluted. A
     core is not tested against the empirical null (it was selected for its amplitude) and
-    every hotspot needs peakAmplitudeZ >= HOTSPOT_PEAK_Z (5.5, docs/quality.md).
+    every hotspot needs peakAmplitudeZ >= 1.8 sqrt(2 ln numPixel) (hotspot_peak_gate:
+    the largest of n noise values grows with n; docs/quality.md).
   * fragments: a hotspot and the clusters that touch it (pixels within TOUCH_SPACING
     spacings) - other hotspots, or compact candidates too weak to be hotspots alone - whose
     contrasts, smoothed over the tskm window, correlate at >= MERGE_CORRELATION are one
@@ -98,11 +99,13 @@ MAD_TO_STD = 1.4826
 # seasonal twin were 2.2 spacings apart (DBSCAN noise pixels between them), hence 2.5.
 TOUCH_SPACING = 2.5
 MERGE_CORRELATION = 0.8
-# Peak amplitude z every hotspot needs. Medium hard seeds 0-15, easy and small scenes, without
-# the gate: the clusters that pass the signal tests and match no true hotspot peak at
-# z <= 4.2, the true hotspots at >= 6.6 (docs/quality.md). Cores are cut at a higher peak
-# (amplitude_core.PEAK_Z): noise alone reaches 6.1 somewhere in a scene.
-HOTSPOT_PEAK_Z = 5.5
+# Peak amplitude z every hotspot needs: HOTSPOT_PEAK_SCALE sqrt(2 ln n) for a cluster of n
+# pixels, the growth of the largest of n noise values (4.4 at 20 pixels, 6.0 at 270, 7.2 at
+# 3,000). Without a gate, the clusters that pass the signal tests and match no true hotspot
+# peak at z <= 4.2 on medium hard seeds 0-15 and the easy / small scenes (30-840 pixels), and
+# at 6.8 with 3,221 pixels on the 55 m LA scene; true hotspots at >= 6.6 with 206-273 pixels
+# (docs/quality.md). Cores are cut only at a peak of amplitude_core.PEAK_Z.
+HOTSPOT_PEAK_SCALE = 1.8
 # Empirical null (module docstring): at least this many candidates, and a one-sided 1 %
 # robust z of log(signal / noise) among them.
 MIN_EMPIRICAL = 30
@@ -271,6 +274,12 @@ def unwrap_error(table, compact, level, core=None):
     return np.asarray(table["isQuantisedJump"], dtype=bool) & compact & ~still
 
 
+def hotspot_peak_gate(num_pixel):
+    """Peak amplitude z a cluster of num_pixel pixels needs to be a hotspot (HOTSPOT_PEAK_SCALE)."""
+    n = np.maximum(np.asarray(num_pixel, dtype=np.float64), 2.0)
+    return HOTSPOT_PEAK_SCALE * np.sqrt(2.0 * np.log(n))
+
+
 def select_hotspots(table, max_sd, min_pixel, alpha, drop_insignificant):
     """isHotspot, isSignificant, isUnwrapError and hotspotId (1..H in cluster-id order)."""
     compact = (table["standardDistance"] <= max_sd) & (table["numPixel"] >= min_pixel)
@@ -287,9 +296,10 @@ def select_hotspots(table, max_sd, min_pixel, alpha, drop_insignificant):
     significant &= empirical_outlier(table, compact & ~core) | core
     if "peakAmplitudeZ" in table:
         # a significant contrast without a peak of high band-passed amplitude is k-means'
-        # selection of noise that matches a centroid (HOTSPOT_PEAK_Z)
+        # selection of noise that matches a centroid (hotspot_peak_gate)
         peak = np.asarray(table["peakAmplitudeZ"], dtype=np.float64)
-        significant &= np.where(np.isfinite(peak), peak >= HOTSPOT_PEAK_Z, True)
+        significant &= np.where(np.isfinite(peak), peak >= hotspot_peak_gate(table["numPixel"]),
+                                True)
     unwrap = unwrap_error(table, compact, alpha / num_test, core)
     keep = compact & ~unwrap & (significant | (not drop_insignificant))
     hotspot_id = np.zeros(keep.size, dtype=np.int32)
@@ -335,7 +345,7 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
     half_wavelength (m): enables the unwrapping-error check (None: off). amplitude: per-pixel
     amplitude of the band-passed series (hotspot.amplitude_core; None: no split); every
     cluster but the unwrapping errors of the first pass gives up its amplitude cores as
-    clusters of their own, and a hotspot needs a peak amplitude z >= HOTSPOT_PEAK_Z. merge: a hotspot
+    clusters of their own, and a hotspot needs a peak amplitude z >= hotspot_peak_gate. merge: a hotspot
     and the touching clusters that move alike (fragment_groups) are one deformation feature
     that tskm split between temporal clusters: they are merged (module docstring).
     """

@@ -568,3 +568,16 @@ def test_a_diluted_merge_keeps_its_hotspots_merged():
     # the hotspots of a lost group need not include its root (the smallest id)
     out, kept = disp._shrink_merges({5: 2, 6: 2}, lost={2}, hot_before={5, 6})
     assert out == {6: 5} and kept == [[5, 6]]
+
+
+def test_peak_gate_grows_like_the_largest_of_n_noise_values():
+    """The gate a cluster's peak amplitude z must reach rises with its size, as the largest of
+    n standard normal values does (sqrt(2 ln n)): 4.4 at 20 pixels, 7.2 at 3,000."""
+    gate = disp.hotspot_peak_gate(np.array([20, 273, 3221]))
+    np.testing.assert_allclose(gate, 1.8 * np.sqrt(2 * np.log([20, 273, 3221])))
+    assert np.all(np.diff(gate) > 0) and 4.3 < gate[0] < 4.5 and 7.1 < gate[2] < 7.3
+    table = {"standardDistance": np.full(3, 0.5), "numPixel": np.array([273, 273, 3221]),
+             "pValue": np.full(3, 1e-12), "peakAmplitudeZ": np.array([6.6, 5.9, 6.8])}
+    # a 273-pixel cluster peaking at 6.6 is kept, at 5.9 it is not; 3,221 pixels at 6.8 is not
+    out = disp.select_hotspots(table, max_sd=1.0, min_pixel=20, alpha=0.05, drop_insignificant=True)
+    assert out["isHotspot"].tolist() == [True, False, False]
