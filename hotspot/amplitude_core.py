@@ -25,9 +25,10 @@ apart: the amplitude of the band-passed series.
 Measured on the medium scenes (docs/quality.md): the cores of the 40 true hotspots of hard
 seeds 0-3 peak at z 8.3 - 36; cores of noise at z <= 5.3 on seeds 0 / 1 and 6.1 on the easy
 scene, hence PEAK_Z = 7 (the simulator's unwrapping-error patches reach z 8 - 150: they
-are caught by the unwrapping-error check, which runs on the whole clusters before the split). The core's own contrast is then tested like any
-cluster, but not against the empirical null of whole clusters (dispersion docstring): the
-core was selected for its amplitude, the peak z is its gate.
+are caught by the unwrapping-error check, which runs on the whole clusters before the
+split). The core's own contrast is then tested like any cluster, but not against the
+empirical null of whole clusters (dispersion docstring): the core was selected for its
+amplitude, the peak z is its gate.
 
 Memory: per measured pixel its neighbour pairs within SMOOTH_SPACING (about 10 a pixel on a
 grid, 16 bytes each); the filtered stack is read once, in blocks.

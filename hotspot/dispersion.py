@@ -45,8 +45,8 @@ mean velocity is ~0, from noise):
     z = (x - median) / (1.4826 MAD) >= EMPIRICAL_Z (one-sided 1 %).
   * unwrapping errors (hotspot.unwrap_check, unwrapCheck = auto: on when the stack has
     WAVELENGTH): a candidate whose contrast is a jump of n lambda / 2 shared by >= 10 % of its
-    pixels (unwrap_check.MIN_FRACTION) over one epoch interval, and not significant once that jump is removed, is
-    isUnwrapError and never a hotspot (docs/quality.md).
+    pixels (unwrap_check.MIN_FRACTION) over one epoch interval, and not significant once that
+    jump is removed, is isUnwrapError and never a hotspot (docs/quality.md).
   * amplitude cores (hotspot.amplitude_core, amplitudeCore = auto: on when tskm wrote
     hotspotFiltered.h5): after a first pass, each cluster's connected pixels of high
     band-passed amplitude (smoothed robust z >= 2 with a peak >= 7, >= minPixel pixels)
@@ -345,9 +345,10 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
     half_wavelength (m): enables the unwrapping-error check (None: off). amplitude: per-pixel
     amplitude of the band-passed series (hotspot.amplitude_core; None: no split); every
     cluster but the unwrapping errors of the first pass gives up its amplitude cores as
-    clusters of their own, and a hotspot needs a peak amplitude z >= hotspot_peak_gate. merge: a hotspot
-    and the touching clusters that move alike (fragment_groups) are one deformation feature
-    that tskm split between temporal clusters: they are merged (module docstring).
+    clusters of their own, and a hotspot needs a peak amplitude z >= hotspot_peak_gate.
+    merge: a hotspot and the touching clusters that move alike (fragment_groups) are one
+    deformation feature that tskm split between temporal clusters: they are merged (module
+    docstring).
     """
     kwargs = dict(max_sd=max_sd, min_pixel=min_pixel, alpha=alpha,
                   drop_insignificant=drop_insignificant, corr_length=corr_length,
@@ -378,9 +379,11 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
             + ", ".join(f"{a} -> {b}" for a, b in sorted(merged.items())) + "; recomputing")
         before = labels
         hot_before = set(table["clusterId"][table["isHotspot"]].tolist())
-        while merged:
+        while True:
             labels, kwargs = _merge_labels(before, merged, core_parent, kwargs)
             table, hotspot_label, geo = _dispersion_pass(stack_file, labels, **kwargs)
+            if not merged:
+                break
             # a merge that leaves no hotspot (a weak fragment diluted the signal) keeps only
             # its hotspots, then, if that fails too, is undone
             row = np.searchsorted(table["clusterId"], np.array(sorted(set(merged.values()))))
@@ -391,9 +394,6 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
             log(f"dispersion: merges into {sorted(lost)} are no hotspot: "
                 + (f"kept for the hotspots {kept} only" if kept else "undone")
                 + "; recomputing")
-            if not merged:
-                labels, kwargs = _merge_labels(before, merged, core_parent, kwargs)
-                table, hotspot_label, geo = _dispersion_pass(stack_file, labels, **kwargs)
     ids = table["clusterId"]
     into = np.searchsorted(ids, np.array(list(merged.values()), dtype=np.int64))
     table["numMerged"] = (1 + np.bincount(into, minlength=ids.size)).astype(np.int32)

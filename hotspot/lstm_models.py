@@ -399,10 +399,11 @@ def _votes_into(out, query, ref, group, pts, k, self_index):
         drop &= np.cumsum(drop, axis=1) == 1         # duplicate positions: drop one only
         idx = idx[~drop].reshape(query.size, k)
     # counts of the occupied (pixel, class) cells only: a dense bincount of pixels x classes
-    # cost 10x more at 1,000 classes; out's rows of `query` are still zero
+    # cost 10x more at 1,000 classes; out's rows of `query` are still zero (np.put writes
+    # into out's flat index whatever its layout)
     cell, count = np.unique((query[:, None] * num_class + ref.cls[idx]).ravel(),
                             return_counts=True)
-    out.reshape(-1)[cell] = count / np.float32(k)
+    np.put(out, cell, count / np.float32(k))
 
 
 @dataclass

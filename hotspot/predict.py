@@ -123,7 +123,8 @@ def predict_stack(bundles, stack_file, min_probability=0.5, batch_size=4096, max
                                 for b in bundles.values())
     size = block_size(width, max_memory, copies=6, cap=max_block)
     # whole batches per block: only the last block has a ragged tail to pad
-    size = max(batch_size, size // batch_size * batch_size) if size > batch_size else size
+    if size > batch_size:
+        size -= size % batch_size
     log(f"predict {', '.join(bundles)} on {info.num_pixel} pixels x {info.num_date} epochs "
         f"in blocks of {size} pixels")
     names = list(lm.STACK_STATIC) + ["longitude", "latitude"]
