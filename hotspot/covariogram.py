@@ -34,6 +34,7 @@ matrix) is far smaller because neighbouring bins share pixels and signal; it is 
 CORRELATION_LENGTH_FORMAL_STD_KM.
 """
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,9 @@ MAX_SAMPLE_PIXEL = 300_000
 # Candidate pairs per chunk: bounds the sampler's temporaries to ~100 MB.
 PAIR_CHUNK = 1_000_000
 MIN_PAIR_PER_BIN = 10
+# numPair's documented upper bound: 100 x the paper's 10^7, ~2 h at the measured ~10^5 pairs/s
+# per chunk on one core; beyond, the bins' standard errors no longer shrink usefully.
+MAX_NUM_PAIR = 1_000_000_000
 JACKKNIFE_SIDE = 4
 # Cells of binSize / 2 up to this many get a dense lookup table (int32: 200 MB).
 DENSE_CELL_LIMIT = 50_000_000
@@ -70,7 +74,7 @@ def outputs(ctx):
 
 def read_settings(config):
     """The step's template values, checked (HotspotError names the key)."""
-    num_pair = config.get_int(KEYS["numPair"], min_value=1)
+    num_pair = config.get_int(KEYS["numPair"], min_value=1, max_value=MAX_NUM_PAIR)
     bin_size = config.get_float(KEYS["binSize"])
     max_distance = config.get_float(KEYS["maxDistance"])
     model = config.get_choice(KEYS["model"], MODELS)
@@ -341,6 +345,7 @@ def empirical_covariogram(lon, lat, anomaly, num_pair, bin_size, max_distance, s
     log(f"covariance of {num_pair} pixel pairs within {max_distance} km "
         f"({nb} bins of {bin_size} km, {lon.size} sampled pixels)")
     bar = ptime.progressBar(maxValue=num_pair)
+    t0, first_chunk = time.time(), True
     while done < num_pair:
         accept = done / tried if tried else 1.0
         want = num_pair - done
@@ -354,6 +359,11 @@ def empirical_covariogram(lon, lat, anomaly, num_pair, bin_size, max_distance, s
         sums[1] += np.bincount(b, weights=cov * cov, minlength=sums.shape[1])
         sums[2] += np.bincount(b, minlength=sums.shape[1])
         done += i.size
+        if first_chunk and done < num_pair:
+            rate = done / max(time.time() - t0, 1e-6)
+            log(f"\n{done} pairs in {time.time() - t0:.1f} s: about "
+                f"{num_pair / rate / 60:.1f} min for the {num_pair} pairs of {KEYS['numPair']}")
+        first_chunk = False
         bar.update(done, every=1, suffix=f"{done}/{num_pair} pairs")
         # Sparse scenes (islands of pixels, coarse subset) accept few targets: keep what we have.
         if tried > 50 * num_pair + 10 * PAIR_CHUNK:

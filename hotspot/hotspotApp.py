@@ -3,8 +3,9 @@
 Each step lives in its own module exposing
     run(ctx)       do the work, write outputs atomically
     inputs(ctx)    files the step reads (for update mode)
-    outputs(ctx)   files the step writes; the first one is an HDF5 file whose
-                   root attributes hold the step's template keys
+    outputs(ctx)   files the step writes; every HDF5 one holds the step's template keys
+                   as root attributes, and the step writes its other files (models,
+                   figures, exports) before its HDF5 ones (update mode relies on both)
 Modules are imported lazily so that `hotspotApp.py -H` does not load TensorFlow.
 """
 import importlib
@@ -69,8 +70,17 @@ def step_command(step, ctx):
     return " ".join(shlex.quote(p) for p in parts)
 
 
+HDF5_SUFFIXES = (".h5", ".he5")
+
+
 def is_up_to_date(step, module, ctx):
-    """True when all outputs exist, are newer than the inputs and used the same config."""
+    """True when all outputs exist, are newer than the inputs and used the same config.
+
+    Every HDF5 output must hold the step's keys, not only the first: a run killed between
+    two writes leaves the second output from the run before (with its keys). The other
+    outputs (models, figures, exports) are written before the HDF5 ones, so one newer than
+    an HDF5 output was left by a run that stopped before finishing.
+    """
     from hotspot.utils.h5io import read_attrs
     outputs = [Path(p) for p in module.outputs(ctx)]
     if not outputs or not all(p.is_file() for p in outputs):
@@ -78,15 +88,37 @@ def is_up_to_date(step, module, ctx):
     inputs = [Path(p) for p in module.inputs(ctx) if p is not None]
     if not all(p.exists() for p in inputs):
         return False
-    oldest_out = min(p.stat().st_mtime for p in outputs)
-    if inputs and max(p.stat().st_mtime for p in inputs) > oldest_out:
+    mtime = {p: p.stat().st_mtime_ns for p in outputs}
+    if inputs and max(p.stat().st_mtime_ns for p in inputs) > min(mtime.values()):
         return False
-    try:
-        stored = read_attrs(outputs[0])
-    except HotspotError:
+    hdf5 = [p for p in outputs if p.suffix.lower() in HDF5_SUFFIXES]
+    others = [p for p in outputs if p not in hdf5]
+    if hdf5 and others and max(mtime[p] for p in others) > min(mtime[p] for p in hdf5):
         return False
     wanted = ctx.step_attrs(step)
-    return all(str(stored.get(k)) == str(v) for k, v in wanted.items())
+    for path in hdf5:
+        try:
+            stored = read_attrs(path)
+        except HotspotError:
+            return False
+        if not all(str(stored.get(k)) == str(v) for k, v in wanted.items()):
+            return False
+    return True
+
+
+def prepare_outputs(step, module, ctx):
+    """Before a step runs: no output name may be a directory, and the temporary files of
+    its outputs that a killed run left (hotspot.utils.h5io.temp_path) are removed."""
+    from hotspot.utils.h5io import remove_temp_files
+    outputs = [Path(p) for p in module.outputs(ctx)]
+    for path in outputs:
+        if path.is_dir():
+            raise HotspotError(f"{path}: is a directory, but step {step} writes a file of this "
+                               "name; rename or remove the directory")
+    removed = remove_temp_files(outputs)
+    if removed:
+        ctx.log(f"removed {len(removed)} temporary file(s) of an interrupted run: "
+                f"{', '.join(p.name for p in removed)}")
 
 
 def run_step(step, ctx, force=False):
@@ -94,6 +126,7 @@ def run_step(step, ctx, force=False):
     banner = f"******************** step - {step} ********************"
     ctx.log("\n" + banner)
     ctx.log(f"# {step_command(step, ctx)}")
+    prepare_outputs(step, module, ctx)
     if not force and is_up_to_date(step, module, ctx):
         outs = ", ".join(Path(p).name for p in module.outputs(ctx))
         ctx.log(f"update mode: {outs} newer than the inputs and made with the same "
@@ -127,9 +160,25 @@ def run_workflow(ctx, steps, force=False):
 
 
 def main_exit(func, *args, **kwargs):
-    """Run func; print HotspotError as a one-line message and exit 1."""
+    """Run func; print HotspotError, or an OSError of the file system (permission denied,
+    disk full, a directory where a file is expected), as one ERROR line and exit 1.
+
+    Other exceptions are programming errors and keep their traceback.
+    """
     try:
         return func(*args, **kwargs)
     except HotspotError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         sys.exit(1)
+    except OSError as exc:
+        print(f"ERROR: {os_error_message(exc)}", file=sys.stderr)
+        sys.exit(1)
+
+
+def os_error_message(exc):
+    """'FILE: reason' of an OSError (h5py's carry the file name only in their text)."""
+    reason = exc.strerror or str(exc)
+    if exc.filename is None:
+        return reason
+    target = f" -> {exc.filename2}" if getattr(exc, "filename2", None) else ""
+    return f"{exc.filename}{target}: {reason}"

@@ -102,8 +102,11 @@ def scan(reader, max_memory, log=print):
     cache, cached_bytes = [], 0
     budget = 0.25 * max_memory * 1024 ** 3
     bar = _progress(reader, "scan ")
+    # measured pixels per epoch: an epoch with none drops every pixel and is named
+    counts.finite_epoch = np.zeros(len(reader.dates), dtype=np.int64)
     for block in reader.iter_blocks(max_memory):
         counts["masked"] += block.num_masked
+        counts.finite_epoch += np.isfinite(block.data["displacement"]).sum(axis=0)
         num_raw += block.num_masked + block.data["displacement"].shape[0]
         clean = clean_block(block.data, reader.dates, counts, fit_velocity=cache is not None)
         num_valid += clean["displacement"].shape[0]
@@ -141,6 +144,12 @@ def load_stack(reader, path, max_memory, attrs=None, log=print):
     """Write the reader's valid pixels to `path` (StackWriter: temp file + rename)."""
     num_valid, num_raw, counts, cache = scan(reader, max_memory, log)
     log(f"{num_valid} of {num_raw} pixels valid; left out: {drop_summary(counts)}")
+    empty = [d for d, n in zip(reader.dates, counts.finite_epoch) if n == 0]
+    if num_valid == 0 and empty and num_raw > counts["masked"]:
+        raise HotspotError(f"{reader.inputs[0]}: epoch(s) {', '.join(empty[:10])}"
+                           f"{' ...' if len(empty) > 10 else ''} have no finite value at any "
+                           "pixel, so every pixel is dropped; remove these dates from the "
+                           "time series (MintPy: modify_network / exclude date)")
     if num_valid == 0:
         raise HotspotError(f"{reader.inputs[0]}: no valid pixel (left out: "
                            f"{drop_summary(counts)}); expected pixels with a finite time series and position inside the mask")

@@ -45,7 +45,7 @@ import numpy as np
 
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.geo import lonlat_to_xy_km
-from hotspot.utils.h5io import atomic_path
+from hotspot.utils.h5io import atomic_path, temp_path
 from hotspot.utils.stack import decimal_years
 
 MODEL_NAMES = ("lstm", "lstmPerceptron")
@@ -619,8 +619,8 @@ class ModelBundle:
         """Write the .keras file and its JSON sidecar, each atomically; sidecar first."""
         keras_path = Path(keras_path)
         keras_path.parent.mkdir(parents=True, exist_ok=True)
-        # Keras picks the format from the suffix: the temp name must end in .keras.
-        tmp = keras_path.with_name(f"{keras_path.stem}.tmp{os.getpid()}.keras")
+        # Keras picks the format from the suffix: temp_path keeps .keras last.
+        tmp = temp_path(keras_path)
         try:
             self.model.save(tmp)
             meta = {"name": self.name, "variant": self.variant,

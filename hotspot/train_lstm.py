@@ -586,12 +586,16 @@ def _read_tskm(workdir, num_pixel, log):
 
 
 def _same_pixels(path, info):
+    """True when `path` is a stack of the same pixels and epochs as `info`; False when it is
+    absent. A present but unreadable file is an error: falling back to the displacement
+    would silently train the models on other series than the clusters were found in."""
     if not Path(path).is_file():
         return False
     try:
         other = read_info(path)
-    except HotspotError:
-        return False
+    except HotspotError as exc:
+        raise HotspotError(f"{exc}; re-run the tskm step, which writes it "
+                           "(hotspotApp.py TEMPLATE --dostep tskm --force)") from None
     return other.num_pixel == info.num_pixel and list(other.dates) == list(info.dates)
 
 

@@ -129,7 +129,30 @@ def read_compute(config):
     if workers != "all":
         workers = str(config.get_int("mintpy.compute.numWorker", min_value=1))
     name = config.get_str("mintpy.compute.config")
-    return cluster, workers, (None if name.lower() in ("none", "auto", "") else name)
+    name = None if name.lower() in ("none", "auto", "") else name
+    check_job_queue(cluster, name)
+    return cluster, workers, name
+
+
+def check_job_queue(cluster, config_name):
+    """A job-queue cluster needs dask-jobqueue and its configuration section, checked before
+    anything is written (MintPy's DaskCluster fails on both with a traceback)."""
+    if cluster in ("none", "local"):
+        return
+    try:
+        import dask
+        import dask_jobqueue  # noqa: F401  (DaskCluster imports it only in open())
+    except ImportError:
+        raise HotspotError(f"mintpy.compute.cluster = {cluster} needs the dask-jobqueue "
+                           "package; install it or use local / none") from None
+    sections = dask.config.get("jobqueue", default=None) or {}
+    wanted = config_name or cluster
+    if wanted not in sections and cluster not in sections:
+        where = ", ".join(str(p) for p in dask.config.paths)
+        raise HotspotError(f"mintpy.compute.cluster = {cluster}: no dask-jobqueue configuration "
+                           f"'{wanted}' found (jobqueue: {wanted}: section in a YAML file of "
+                           f"{where}; see MintPy's docs/dask.md); write one, name it with "
+                           "mintpy.compute.config, or use local / none")
 
 
 # ---------------------------------------------------------------- preprocessing
@@ -481,7 +504,7 @@ def bandpass(series_mm, row, col, shape, cell_km, window, overwrite=False):
     return X
 
 
-def filter_stack(stack_file, out_file, max_memory, seed=0, log=print):
+def filter_stack(stack_file, out_file, max_memory, seed=0, log=print, step_attrs=None):
     """Write the band-passed stack (metres, same layout as hotspotStack.h5) to out_file;
     returns (out_file, RMS of each band-passed series in metres, NaN where incomplete).
 
@@ -509,7 +532,7 @@ def filter_stack(stack_file, out_file, max_memory, seed=0, log=print):
     pos = read_pixels(stack_file, ["longitude", "latitude"])
     attrs = {"FILTER": f"moving average {window} epochs; difference of Gaussians "
                        f"sigma {NOISE_SIGMA_CELL} cell - {BACKGROUND_SIGMA_KM} km",
-             "SOURCE_FILE": str(stack_file)}
+             "SOURCE_FILE": str(stack_file), **(step_attrs or {})}
     with StackWriter(out_file, info.num_pixel, info.dates, attrs) as w:
         for s, e in iter_blocks(info.num_pixel, size):
             w.write_block(s, displacement=data[s:e], latitude=pos["latitude"][s:e],
@@ -608,12 +631,7 @@ def assign_stack(stack_file, params, max_memory, cluster="none", num_worker="4",
     log(f"tskm: assigning {n} pixels in blocks of <= {block} ({where})")
     if cluster != "none":
         from mintpy.objects.cluster import DaskCluster
-        if cluster != "local":
-            try:
-                import dask_jobqueue  # noqa: F401  (DaskCluster imports it only in open())
-            except ImportError:
-                raise HotspotError(f"mintpy.compute.cluster = {cluster} needs the dask-jobqueue "
-                                   "package; install it or use local / none") from None
+        check_job_queue(cluster, config_name)
         dask_cluster = DaskCluster(cluster, num_worker, config_name=config_name)
         params = dict(params, workers=dask_cluster.num_worker)
         results = [np.zeros((1, n), dtype=np.int32), np.zeros((1, n), dtype=np.float32)]
@@ -653,11 +671,19 @@ def run(ctx):
     info = read_info(stack_file)
     if info.num_pixel <= 2:
         raise HotspotError(f"{stack_file}: {info.num_pixel} pixels, too few to cluster")
+    # checked before hotspotFiltered.h5 is rewritten, so a bad key costs no later step its
+    # up-to-date state
+    kmax = settings["n_clusters"] if settings["n_clusters"] != "auto" else settings["k_range"][0]
+    if min(settings["n_sample"], info.num_pixel) <= kmax:
+        raise HotspotError(f"{stack_file}: {info.num_pixel} pixels and {KEY}numSample = "
+                           f"{settings['n_sample']}: the fit sample must be larger than "
+                           f"{KEY}numCluster / the low end of numClusterRange ({kmax})")
     # the clustering sees the band-passed series (module docstring); labels are per pixel
     # of the stack, in the same order
     source_file = stack_file
     stack_file, rms = filter_stack(source_file, ctx.path(FILTER_FILE), ctx.config.max_memory,
-                                   seed=ctx.config.seed, log=ctx.log)
+                                   seed=ctx.config.seed, log=ctx.log,
+                                   step_attrs=ctx.step_attrs("tskm"))
     t0 = time.time()
     sample_idx, sample_m = draw_stratified_sample(stack_file, settings["n_sample"],
                                                   settings["seed"], rms=rms)

@@ -32,11 +32,17 @@ def test_merge_keeps_comments_and_user_values(tmp_path):
     assert read_template(merged)["mintpy.compute.maxMemory"] == "2"
 
 
-def test_unknown_key_warns_with_closest_key(tmp_path):
+def test_unknown_key_is_an_error_with_closest_key(tmp_path):
     user = tmp_path / "site.cfg"
     user.write_text("hotspot.tskm.metrc = dtw\n")
-    with pytest.warns(UserWarning, match="did you mean 'hotspot.tskm.metric'"):
-        merge_template(user, tmp_path)
+    with pytest.raises(HotspotError, match="unknown key 'hotspot.tskm.metrc'; did you mean "
+                                           "'hotspot.tskm.metric'"):
+        merge_template(user, tmp_path / "work")
+    assert not (tmp_path / "work" / "hotspotApp.cfg").exists()
+    # keys of other MintPy apps may share the template: a warning only
+    user.write_text("mintpy.load.processor = isce\n")
+    with pytest.warns(UserWarning, match="unknown key 'mintpy.load.processor' is ignored"):
+        merge_template(user, tmp_path / "work")
 
 
 def test_auto_values_resolved():

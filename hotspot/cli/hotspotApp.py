@@ -29,10 +29,11 @@ def create_parser():
                         help="write the default template to WORKDIR/hotspotApp.cfg and exit")
     parser.add_argument("-H", dest="print_template", action="store_true",
                         help="print the default template and exit")
-    parser.add_argument("--dostep", choices=STEP_LIST, metavar="STEP",
+    # step names are checked by hotspot.hotspotApp.select_steps: an ERROR line and exit 1
+    parser.add_argument("--dostep", metavar="STEP",
                         help="run this step only: " + ", ".join(STEP_LIST))
-    parser.add_argument("--start", choices=STEP_LIST, metavar="STEP", help="first step to run")
-    parser.add_argument("--end", "--stop", dest="end", choices=STEP_LIST, metavar="STEP",
+    parser.add_argument("--start", metavar="STEP", help="first step to run")
+    parser.add_argument("--end", "--stop", dest="end", metavar="STEP",
                         help="last step to run")
     parser.add_argument("--plot", action="store_true",
                         help="run the plot step after the selected steps")
@@ -43,11 +44,7 @@ def create_parser():
 
 
 def cmd_line_parse(argv=None):
-    parser = create_parser()
-    inps = parser.parse_args(argv)
-    if inps.dostep and (inps.start or inps.end):
-        parser.error("--dostep cannot be combined with --start/--end")
-    return inps
+    return create_parser().parse_args(argv)
 
 
 def _run(inps):
@@ -61,11 +58,16 @@ def _run(inps):
     if inps.print_template:
         print(DEFAULT_TEMPLATE.read_text())
         return
-    template = Path(inps.template).resolve() if inps.template else None
+    if inps.dostep and (inps.start or inps.end):
+        raise HotspotError("--dostep cannot be combined with --start / --end")
+    # check the step names before anything is written
+    steps = select_steps(inps.dostep, inps.start, inps.end)
+    # absolute, not resolved: a symlinked template keeps the work directory it is in
+    template = Path(inps.template).absolute() if inps.template else None
     if template is not None and not template.is_file():
         raise HotspotError(f"{inps.template}: template file not found")
     if inps.workdir:
-        workdir = Path(inps.workdir).resolve()
+        workdir = Path(inps.workdir).absolute()
     else:
         workdir = template.parent if template else Path(os.getcwd())
     if inps.generate:
@@ -91,7 +93,6 @@ def _run(inps):
     print(f"merged template: {merged_file}")
     config = Config(resolve_auto(raw), raw=raw, source=str(template or merged_file))
     ctx = StepContext(workdir=workdir, config=config, template_file=merged_file)
-    steps = select_steps(inps.dostep, inps.start, inps.end)
     if inps.plot and "plot" not in steps:
         steps = steps + ["plot"]
     run_workflow(ctx, steps, force=inps.force)

@@ -126,11 +126,16 @@ class EgmsReader:
         import pandas as pd
         size = block_size(len(self.dates), max_memory, bytes_per_value=8, copies=8)
         columns = list(self.position) + self.pixel_columns + self.date_columns
+        # the header's last column tells a row cut short (pandas pads it with NaN)
+        last = self.header[-1]
+        if last not in columns:
+            columns.append(last)
         read = 0
         with open_csv_text(self.path) as stream:
             try:
                 reader = pd.read_csv(stream, usecols=columns, dtype=np.float64, chunksize=size)
                 for chunk in reader:
+                    self._check_complete(chunk, read)
                     read += len(chunk)
                     yield self._block(chunk)
                     if read > size:
@@ -138,6 +143,18 @@ class EgmsReader:
             except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
                 raise HotspotError(f"{self.path}: cannot parse the CSV after {read} points "
                                    f"({exc}); expected numeric values") from None
+
+    def _check_complete(self, chunk, num_before):
+        """A row whose fields stop before the header's last column is an error naming it:
+        a truncated file (an interrupted download) would otherwise lose its last points
+        silently as 'NaN in displacement'."""
+        missing = chunk[self.header[-1]].isna().to_numpy()
+        if not missing.any():
+            return
+        row = num_before + int(np.argmax(missing)) + 1
+        raise HotspotError(f"{self.path}: data row {row} (line {row + 1}) has no value in the "
+                           f"last column '{self.header[-1]}'; the file may be truncated or the "
+                           f"row cut short: expected {len(self.header)} values per row")
 
     def _block(self, chunk):
         disp = chunk[self.date_columns].to_numpy(dtype=np.float32)

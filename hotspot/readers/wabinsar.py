@@ -80,9 +80,11 @@ class MatVariable:
 
     def _open_v5(self):
         import scipy.io
+        from scipy.io.matlab import MatReadError
         try:
             info = scipy.io.whosmat(self.path)
-        except (ValueError, TypeError, OSError, NotImplementedError, EOFError) as exc:
+        except (ValueError, TypeError, OSError, NotImplementedError, EOFError, IndexError,
+                MatReadError) as exc:
             raise HotspotError(f"{self.path}: cannot be read as a MATLAB .mat file ({exc}); "
                                "expected MATLAB v5/v7 or v7.3 format") from None
         self.name = self._choose(n for n, _, _ in info)
@@ -96,10 +98,12 @@ class MatVariable:
     def _load_v5(self):
         """The whole variable: v5 files cannot be read in parts (loaded at the first read)."""
         import scipy.io
+        from scipy.io.matlab import MatReadError
         if self._data is None:
             try:
                 self._data = scipy.io.loadmat(self.path, variable_names=[self.name])[self.name]
-            except (ValueError, TypeError, OSError, NotImplementedError, EOFError) as exc:
+            except (ValueError, TypeError, OSError, NotImplementedError, EOFError, IndexError,
+                    MatReadError) as exc:
                 raise HotspotError(f"{self.path}: cannot read '{self.name}' ({exc}); "
                                    "the file may be corrupt") from None
         return self._data

@@ -6,6 +6,8 @@ after a crash starts clean.
 """
 import contextlib
 import os
+import re
+import shutil
 from pathlib import Path
 
 import h5py
@@ -14,16 +16,71 @@ import numpy as np
 from hotspot.utils.errors import HotspotError
 
 
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside `path`; rename it to `path` on success.
+# Free space kept beyond an output's estimated size (HDF5 metadata, chunk padding).
+FREE_SPACE_MARGIN = 4 * 1024 ** 2
+FREE_SPACE_FACTOR = 1.02
 
-    The temporary name keeps the real extension last (``x.tmp1234.h5``)
-    because mintpy.utils.writefile chooses the format from the extension.
+
+def temp_path(path):
+    """The temporary name of `path` while it is written: ``x.tmp<pid>.h5``.
+
+    The real extension stays last because mintpy.utils.writefile (and keras) choose the
+    format from it; temp_files() finds these names again.
+    """
+    path = Path(path)
+    return path.with_name(f"{path.stem}.tmp{os.getpid()}{path.suffix}")
+
+
+def temp_files(path):
+    """Temporary files of `path` left by killed runs (any process id)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    pattern = re.compile(re.escape(path.stem) + r"\.tmp\d+" + re.escape(path.suffix) + "$")
+    return sorted(p for p in path.parent.iterdir() if pattern.match(p.name) and p.is_file())
+
+
+def remove_temp_files(paths):
+    """Remove the temporary files of `paths` that killed runs left; returns them."""
+    removed = []
+    for path in paths:
+        for tmp in temp_files(path):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def check_free_space(path, nbytes):
+    """HotspotError naming `path` unless its file system has room for `nbytes` more.
+
+    HDF5 does not report a full disk as an error one can recover from: h5py raises from
+    its destructors and the interpreter may crash at exit, so big writes are checked first.
+    """
+    path = Path(path)
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return
+    need = int(nbytes * FREE_SPACE_FACTOR) + FREE_SPACE_MARGIN
+    if free < need:
+        raise HotspotError(f"{path}: not enough free disk space to write it ({need / 1e6:.1f} "
+                           f"MB needed, {free / 1e6:.1f} MB free in {path.parent}); free some "
+                           "space or use another work directory")
+
+
+@contextlib.contextmanager
+def atomic_path(path, nbytes=0):
+    """Yield a temporary path beside `path` (temp_path); rename it to `path` on success.
+
+    nbytes: the expected size of the file, checked against the free disk space first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}{path.suffix}")
+    if path.is_dir():
+        raise HotspotError(f"{path}: is a directory; expected the output file of this name "
+                           "(rename or remove the directory)")
+    check_free_space(path, nbytes)
+    tmp = temp_path(path)
     if tmp.exists():
         tmp.unlink()
     try:
@@ -53,12 +110,17 @@ def write_h5(path, datasets, attrs=None, compression=None):
     Strings are stored as fixed-length byte strings (readable by MintPy's
     readfile); nested dicts become groups.
     """
-    with atomic_path(path) as tmp:
+    with atomic_path(path, nbytes=_nbytes(datasets)) as tmp:
         with h5py.File(tmp, "w") as f:
             for key, value in (attrs or {}).items():
                 f.attrs[key] = _attr_value(value)
             _write_group(f, datasets, compression)
     return Path(path)
+
+
+def _nbytes(datasets):
+    return sum(_nbytes(v) if isinstance(v, dict) else np.asarray(v).nbytes
+               for v in datasets.values())
 
 
 def _write_group(group, datasets, compression):

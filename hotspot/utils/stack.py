@@ -97,11 +97,12 @@ class StackWriter:
         if self.num_pixel <= 0:
             raise HotspotError(f"{self.path}: no valid pixel to write")
         check_dates(self.dates, str(self.path))
-        self._ctx = atomic_path(self.path)
+        n, t = self.num_pixel, len(self.dates)
+        per_pixel = sum(np.dtype(d).itemsize for d in PIXEL_DATASETS.values())
+        self._ctx = atomic_path(self.path, nbytes=n * (4 * t + per_pixel))
         tmp = self._ctx.__enter__()
         import h5py
         self._file = h5py.File(tmp, "w")
-        n, t = self.num_pixel, len(self.dates)
         chunk_rows = max(1, min(n, (1 << 20) // (4 * t)))
         self._file.create_dataset("displacement", shape=(n, t), dtype=np.float32,
                                   chunks=(chunk_rows, t))
@@ -147,9 +148,15 @@ def check_dates(dates, source):
     """Dates must be YYYYMMDD, strictly increasing and unique."""
     if len(dates) < 2:
         raise HotspotError(f"{source}: need at least 2 acquisition dates, found {len(dates)}")
+    from datetime import datetime
     for d in dates:
         if len(d) != 8 or not d.isdigit():
             raise HotspotError(f"{source}: date '{d}' is not in YYYYMMDD format")
+        try:
+            datetime.strptime(d, "%Y%m%d")
+        except ValueError:
+            raise HotspotError(f"{source}: date '{d}' is not a calendar date (YYYYMMDD)") \
+                from None
     ints = np.array([int(d) for d in dates])
     dup = [dates[i] for i in np.nonzero(np.diff(ints) == 0)[0]]
     if dup:

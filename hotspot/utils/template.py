@@ -5,7 +5,8 @@ The template format, reader and comment-preserving update are MintPy's own
 reads and behaves like smallbaselineApp.cfg.
 """
 import difflib
-import shutil
+import math
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -28,6 +29,8 @@ STEP_PREFIX = {
     "plot": "hotspot.plot.",
 }
 GLOBAL_KEYS = ("hotspot.randomSeed",)
+# numpy's SeedSequence / legacy RandomState take seeds in [0, 2**32)
+MAX_SEED = 2 ** 32 - 1
 
 
 def read_template(path):
@@ -36,6 +39,7 @@ def read_template(path):
     path = Path(path)
     if not path.is_file():
         raise HotspotError(f"{path}: template file not found")
+    check_lines(path)
     try:
         values = readfile.read_template(str(path))
     except (ValueError, IndexError, UnicodeDecodeError) as exc:
@@ -44,12 +48,35 @@ def read_template(path):
     return {k: str(v).strip() for k, v in values.items()}
 
 
+def check_lines(path):
+    """Every non-comment line must be 'key = value': MintPy's reader drops others silently."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except UnicodeDecodeError as exc:
+        raise HotspotError(f"{path}: cannot parse template ({exc}); expected a text file of "
+                           "lines 'key = value  # comment'") from None
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text.startswith(("#", "%", "!")):
+            continue
+        key = text.split("=", 1)[0].strip()
+        if "=" not in text or not key:
+            raise HotspotError(f"{path}, line {number}: {text[:60]!r} is not a 'key = value' "
+                               "line; expected 'key = value  # comment' or a comment line "
+                               "starting with #")
+
+
 def default_values():
     return read_template(DEFAULT_TEMPLATE)
 
 
 def check_keys(user, source="template"):
-    """Warn about keys that are not hotspot/MintPy options, naming the closest valid key."""
+    """Unknown hotspot.* keys are an error, other unknown keys a warning; both name the
+    closest valid key.
+
+    A typo in a hotspot key would otherwise silently run with the default value; keys of
+    other MintPy apps (smallbaselineApp's mintpy.*) may share a template with hotspot.
+    """
     valid = list(default_values())
     unknown = {}
     for key in user:
@@ -58,7 +85,9 @@ def check_keys(user, source="template"):
         close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         unknown[key] = close[0] if close else None
-        # MintPy keys of other apps may share a template with hotspot: only warn.
+        if key.lower().startswith("hotspot."):
+            raise HotspotError(f"{source}: unknown key '{key}'{hint} (hotspotApp.py -H lists "
+                               "every key)")
         warnings.warn(f"{source}: unknown key '{key}' is ignored{hint}", stacklevel=2)
     return unknown
 
@@ -76,15 +105,32 @@ def merge_template(user_template, workdir):
     out = workdir / TEMPLATE_NAME
     user_is_out = user_template is not None and Path(user_template).resolve() == out.resolve()
     if not user_is_out:
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.copyfile(DEFAULT_TEMPLATE, tmp)
+        from hotspot.utils.h5io import atomic_path
+        text = DEFAULT_TEMPLATE.read_text()
         known = {k: v for k, v in user.items() if k in default_values()}
         if known:
-            ut.update_template_file(str(tmp), known)
-        tmp.replace(out)
+            # MintPy's comment-preserving update works on a file: a scratch copy, so that
+            # nothing is written to WORKDIR unless the merged template changes
+            with tempfile.TemporaryDirectory(prefix="hotspot_template_") as scratch:
+                draft = Path(scratch) / TEMPLATE_NAME
+                draft.write_text(text)
+                ut.update_template_file(str(draft), known)
+                text = draft.read_text()
+        # an unchanged template is not rewritten: an up-to-date run in a read-only
+        # work directory then writes nothing
+        if not (out.is_file() and _read_text(out) == text):
+            with atomic_path(out) as tmp:
+                tmp.write_text(text)
     merged = default_values()
     merged.update({k: v for k, v in user.items() if k in merged})
     return merged, out
+
+
+def _read_text(path):
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def resolve_auto(values):
@@ -148,8 +194,9 @@ class Config:
             number = int(float(value))
             if float(value) != number:
                 raise ValueError
-        except ValueError:
-            raise self._bad(key, value, "an integer") from None
+        except (ValueError, OverflowError):     # OverflowError: inf
+            raise self._bad(key, value, "an integer" + _range_text(min_value, max_value)) \
+                from None
         self._check_range(key, value, number, min_value, max_value)
         return number
 
@@ -160,15 +207,17 @@ class Config:
         try:
             number = float(value)
         except ValueError:
-            raise self._bad(key, value, "a number") from None
+            number = math.nan
+        # float() takes 'nan' and 'inf': no key of the workflow means them
+        if not math.isfinite(number):
+            raise self._bad(key, value, "a finite number" + _range_text(min_value, max_value))
         self._check_range(key, value, number, min_value, max_value)
         return number
 
     def _check_range(self, key, value, number, min_value, max_value):
-        if min_value is not None and number < min_value:
-            raise self._bad(key, value, f"a value >= {min_value}")
-        if max_value is not None and number > max_value:
-            raise self._bad(key, value, f"a value <= {max_value}")
+        if ((min_value is not None and number < min_value)
+                or (max_value is not None and number > max_value)):
+            raise self._bad(key, value, "a value" + _range_text(min_value, max_value))
 
     def get_bool(self, key):
         value = self._get(key).lower()
@@ -186,8 +235,11 @@ class Config:
             raise self._bad(key, value, "a list of values")
         try:
             out = [cast(float(v)) if cast is int else cast(v) for v in items]
-        except ValueError:
-            raise self._bad(key, value, f"a comma-separated list of {cast.__name__}") from None
+            if any(isinstance(v, float) and not math.isfinite(v) for v in out):
+                raise ValueError
+        except (ValueError, OverflowError):
+            raise self._bad(key, value, f"a comma-separated list of finite {cast.__name__}") \
+                from None
         if min_value is not None and any(v < min_value for v in out):
             raise self._bad(key, value, f"values >= {min_value}")
         return out
@@ -224,7 +276,17 @@ class Config:
 
     @property
     def seed(self):
-        return self.get_int("hotspot.randomSeed", min_value=0)
+        return self.get_int("hotspot.randomSeed", min_value=0, max_value=MAX_SEED)
+
+
+def _range_text(min_value, max_value):
+    if min_value is not None and max_value is not None:
+        return f" in [{min_value}, {max_value}]"
+    if min_value is not None:
+        return f" >= {min_value}"
+    if max_value is not None:
+        return f" <= {max_value}"
+    return ""
 
 
 def config_from_dict(overrides=None, source="template"):
