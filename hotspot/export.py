@@ -262,7 +262,9 @@ def write_kmz(path, records, polygons):
                           xml_declaration=True, encoding="UTF-8")
     with atomic_path(path) as tmp:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-            z.writestr("doc.kml", text)
+            # a fixed member time (zip's epoch): same input, same bytes
+            member = zipfile.ZipInfo("doc.kml", date_time=(1980, 1, 1, 0, 0, 0))
+            z.writestr(member, text, compress_type=zipfile.ZIP_DEFLATED)
     return Path(path)
 
 

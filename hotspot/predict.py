@@ -227,11 +227,11 @@ def temporal_labels(ctx, bundle, filtered_file, info):
 
 
 def run(ctx):
+    min_prob = ctx.config.get_float(KEY + "minProbability", min_value=0.0, max_value=1.0)
+    batch = ctx.config.get_int(KEY + "batchSize", min_value=1)
     stack_file = ctx.path(STACK_FILE)
     info = read_info(stack_file)
     files = model_files(ctx)
-    min_prob = ctx.config.get_float(KEY + "minProbability", min_value=0.0, max_value=1.0)
-    batch = ctx.config.get_int(KEY + "batchSize", min_value=1)
     lm.configure_backend()
     bundles = {name: lm.load_bundle(path) for name, path in files.items()}
     for name, b in bundles.items():

@@ -147,11 +147,16 @@ def check_job_queue(cluster, config_name):
                            "package; install it or use local / none") from None
     sections = dask.config.get("jobqueue", default=None) or {}
     wanted = config_name or cluster
-    if wanted not in sections and cluster not in sections:
+    # MintPy falls back to the cluster type's section when the named one is absent
+    section = sections.get(wanted) or sections.get(cluster) or {}
+    # dask-jobqueue's own defaults leave the job size empty: a user configuration sets it
+    missing = [k for k in ("cores", "memory") if section.get(k) in (None, "")]
+    if missing:
         where = ", ".join(str(p) for p in dask.config.paths)
-        raise HotspotError(f"mintpy.compute.cluster = {cluster}: no dask-jobqueue configuration "
-                           f"'{wanted}' found (jobqueue: {wanted}: section in a YAML file of "
-                           f"{where}; see MintPy's docs/dask.md); write one, name it with "
+        raise HotspotError(f"mintpy.compute.cluster = {cluster}: the dask-jobqueue "
+                           f"configuration '{wanted}' does not set {' and '.join(missing)} "
+                           f"(a 'jobqueue: {wanted}:' section in a YAML file of {where}; see "
+                           "MintPy's docs/dask.md); write one, name it with "
                            "mintpy.compute.config, or use local / none")
 
 

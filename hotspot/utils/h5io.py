@@ -17,8 +17,8 @@ from hotspot.utils.errors import HotspotError
 
 
 # Free space kept beyond an output's estimated size (HDF5 metadata, chunk padding).
-FREE_SPACE_MARGIN = 4 * 1024 ** 2
-FREE_SPACE_FACTOR = 1.02
+FREE_SPACE_MARGIN = 256 * 1024
+FREE_SPACE_FACTOR = 1.05
 
 
 def temp_path(path):
@@ -57,6 +57,8 @@ def check_free_space(path, nbytes):
     its destructors and the interpreter may crash at exit, so big writes are checked first.
     """
     path = Path(path)
+    if not nbytes:
+        return
     try:
         free = shutil.disk_usage(path.parent).free
     except OSError:
