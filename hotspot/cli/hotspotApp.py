@@ -92,8 +92,8 @@ def _run(inps):
             print(f"WARNING: {warning.message}")
     print(f"merged template: {merged_file}")
     config = Config(resolve_auto(raw), raw=raw, source=str(template or merged_file))
-    # the keys every step uses, checked before the first one runs or is skipped
-    config.max_memory, config.seed  # noqa: B018  (the getters raise on a bad value)
+    # the keys every step uses, checked (the getters raise) before the first step runs
+    _ = (config.max_memory, config.seed)
     ctx = StepContext(workdir=workdir, config=config, template_file=merged_file)
     if inps.plot and "plot" not in steps:
         steps = steps + ["plot"]
