@@ -148,8 +148,9 @@ def load_stack(reader, path, max_memory, attrs=None, log=print):
     if num_valid == 0 and empty and num_raw > counts["masked"]:
         raise HotspotError(f"{reader.inputs[0]}: epoch(s) {', '.join(empty[:10])}"
                            f"{' ...' if len(empty) > 10 else ''} have no finite value at any "
-                           "pixel, so every pixel is dropped; remove these dates from the "
-                           "time series (MintPy: modify_network / exclude date)")
+                           "pixel, so every pixel is dropped; expected at least one measured "
+                           "pixel per epoch: remove these dates from the input (MintPy: "
+                           "mintpy.network.excludeDate) and re-run it")
     if num_valid == 0:
         raise HotspotError(f"{reader.inputs[0]}: no valid pixel (left out: "
                            f"{drop_summary(counts)}); expected pixels with a finite time series and position inside the mask")

@@ -142,3 +142,74 @@ def test_update_mode(tmp_path):
 def test_config_without_raw_uses_values():
     cfg = Config({"hotspot.randomSeed": "3", "mintpy.compute.maxMemory": "1.5"})
     assert cfg.seed == 3 and cfg.max_memory == 1.5
+
+
+class _TwoOutputStep(_FakeStep):
+    """A step with a model file (written first) and two HDF5 outputs, like train_lstm /
+    dispersion."""
+
+    def __init__(self, workdir):
+        super().__init__(workdir)
+        self.model = workdir / "model.keras"
+        self.out2 = workdir / "out2.h5"
+
+    def outputs(self, ctx):
+        return [self.out, self.model, self.out2]
+
+    def write_all(self, ctx, step):
+        self.model.write_bytes(b"model")
+        self.write(ctx, step)
+        with h5py.File(self.out2, "w") as f:
+            for k, v in ctx.step_attrs(step).items():
+                f.attrs[k] = v
+
+
+def test_update_mode_checks_every_output(tmp_path):
+    import os
+    ctx = StepContext(workdir=tmp_path, config=config_from_dict())
+    changed = StepContext(workdir=tmp_path,
+                          config=config_from_dict({"hotspot.tskm.metric": "dtw"}))
+    step = _TwoOutputStep(tmp_path)
+    step.inp.write_text("x")
+    step.write_all(ctx, "tskm")
+    assert is_up_to_date("tskm", step, ctx)
+    # killed between the two HDF5 writes of a run with other keys: the second is stale
+    step.write(changed, "tskm")
+    assert not is_up_to_date("tskm", step, changed)
+    step.write_all(ctx, "tskm")
+    # killed after the model of a new run, before its HDF5 outputs
+    later = step.out2.stat().st_mtime + 5
+    os.utime(step.model, (later, later))
+    assert not is_up_to_date("tskm", step, ctx)
+
+
+def test_numbers_reject_nan_inf_and_name_the_range():
+    cfg = config_from_dict({"hotspot.train_lstm.learningRate": "nan",
+                            "mintpy.compute.maxMemory": "inf", "hotspot.randomSeed": "1e20",
+                            "hotspot.dbscan.eps": "1, nan", "hotspot.tskm.numSample": "inf"})
+    with pytest.raises(HotspotError, match="learningRate = 'nan'.*finite number >= 1e-12"):
+        cfg.get_float("hotspot.train_lstm.learningRate", min_value=1e-12)
+    with pytest.raises(HotspotError, match="maxMemory = 'inf'"):
+        cfg.max_memory
+    with pytest.raises(HotspotError, match=r"randomSeed = '1e20'.*\[0, 4294967295\]"):
+        cfg.seed
+    with pytest.raises(HotspotError, match="hotspot.dbscan.eps"):
+        cfg.get_list("hotspot.dbscan.eps")
+    with pytest.raises(HotspotError, match="numSample = 'inf'.*integer"):
+        cfg.get_int("hotspot.tskm.numSample")
+
+
+def test_line_without_equal_sign_names_file_and_line(tmp_path):
+    user = tmp_path / "site.cfg"
+    user.write_text("# comment\nhotspot.tskm.metric = dtw\nhotspot.dbscan.eps 2\n")
+    with pytest.raises(HotspotError, match=r"site.cfg, line 3: 'hotspot.dbscan.eps 2'"):
+        read_template(user)
+
+
+def test_unchanged_merged_template_not_rewritten(tmp_path):
+    user = tmp_path / "site.cfg"
+    user.write_text("hotspot.tskm.metric = dtw\n")
+    _, merged = merge_template(user, tmp_path)
+    stamp = merged.stat().st_mtime_ns
+    merge_template(user, tmp_path)
+    assert merged.stat().st_mtime_ns == stamp
