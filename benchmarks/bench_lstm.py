@@ -23,6 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from hotspot import products  # noqa: E402
+
 BEHAVIOURS = ("background", "subsidence", "uplift", "seasonal", "step", "accelerating")
 # (x, y as fractions of the scene, radius km, behaviour); two pairs of twins.
 HOTSPOTS = [
@@ -102,7 +104,7 @@ def make_scene(workdir, length=150, width=200, num_date=247, spacing_deg=0.002, 
              "X_UNIT": "degrees", "Y_UNIT": "degrees", "PROCESSOR": "simulated"}
     n = length * width
     vel = np.empty(n, dtype=np.float32)
-    with StackWriter(workdir / "hotspotStack.h5", n, dates, attrs) as w:
+    with StackWriter(workdir / products.STACK, n, dates, attrs) as w:
         for r0 in range(0, length, block_rows):
             r1 = min(length, r0 + block_rows)
             rows = slice(r0, r1)
@@ -123,16 +125,16 @@ def make_scene(workdir, length=150, width=200, num_date=247, spacing_deg=0.002, 
                           incidenceAngle=np.repeat(np.linspace(33, 44, width)[None], r1 - r0,
                                                    0).ravel(),
                           row=rr.ravel(), col=cc.ravel())
-    stack = workdir / "hotspotStack.h5"
+    stack = workdir / products.STACK
     xs, ys = x.ravel(), y.ravel()
     spacing_km = spacing_deg * 111.0
     if labels == "truth":
         tskm, dbscan = _truth_labels(profiles.reshape(len(HOTSPOTS), -1))
     else:
         tskm, dbscan = _pipeline_labels(stack, xs, ys, spacing_km, seed)
-    write_label_file(workdir / "clusterTSKM.h5", tskm, stack)
-    write_label_file(workdir / "clusterDBSCAN.h5", dbscan, stack)
-    write_h5(workdir / "covariogram.h5", {"distance": np.array([0.0])},
+    write_label_file(workdir / products.TSKM, tskm, stack)
+    write_label_file(workdir / products.DBSCAN, dbscan, stack)
+    write_h5(workdir / products.COVARIOGRAM, {"distance": np.array([0.0])},
              {"CORRELATION_LENGTH_KM": 4 * spacing_km})
     return stack
 
@@ -280,9 +282,9 @@ def main(argv=None):
         t0 = time.time()
         make_scene(workdir, inps.length, inps.width, inps.num_date, labels=inps.labels)
         print(f"scene written in {time.time() - t0:.1f} s", flush=True)
-    stack = workdir / "hotspotStack.h5"
-    labels = read_pixel_label(workdir / "clusterDBSCAN.h5")
-    tskm_file = workdir / "clusterTSKM.h5"
+    stack = workdir / products.STACK
+    labels = read_pixel_label(workdir / products.DBSCAN)
+    tskm_file = workdir / products.TSKM
     tskm = read_pixel_label(tskm_file) if tskm_file.is_file() else None
     from hotspot.train_lstm import auto_block_size
     from hotspot.utils.geo import lonlat_to_xy_km

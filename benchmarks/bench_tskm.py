@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hotspot import products
+
 PIXELS_LA = 3_000_000
 
 
@@ -129,7 +131,7 @@ def bench_tskm_step(stack, log_file=None, **template):
     """
     import psutil
     stack = Path(stack).resolve()
-    if stack.name != "hotspotStack.h5":
+    if stack.name != products.STACK:
         raise ValueError(f"{stack}: the step reads WORKDIR/hotspotStack.h5")
     values = {k.replace("__", "."): str(v) for k, v in template.items()}
     log_file = Path(log_file or stack.with_name("bench_tskm.log"))
@@ -175,7 +177,7 @@ def main(argv=None):
     else:
         workdir = Path(inps.dir or tempfile.mkdtemp(prefix="bench_tskm_"))
         workdir.mkdir(parents=True, exist_ok=True)
-        stack = workdir / "hotspotStack.h5"
+        stack = workdir / products.STACK
         if not stack.is_file():
             write_synthetic_stack(stack, inps.pixels, inps.T)
         extra = dict(kv.split("=", 1) for kv in inps.template)

@@ -38,12 +38,13 @@ from pathlib import Path
 
 import numpy as np
 
+from hotspot import products
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.geo import haversine_km, lonlat_to_xy_km
 from hotspot.utils.h5io import open_h5, read_attrs, write_h5
 from hotspot.utils.stack import STACK_FILE, block_size, iter_blocks, read_info, read_pixels
 
-COV_FILE = "covariogram.h5"
+COV_FILE = products.COVARIOGRAM
 MODELS = ("exponential", "gaussian", "spherical")
 # Enough pixels for ~10^7 distinct pairs at every distance; more only costs memory and cache.
 MAX_SAMPLE_PIXEL = 300_000

@@ -32,14 +32,15 @@ seconds at 3 million points.
 """
 import numpy as np
 
+from hotspot import products
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.geo import lonlat_to_xy_km, pixel_spacing
 from hotspot.utils.h5io import read_attrs
 from hotspot.utils.labels import NO_DATA, read_pixel_label, write_label_file
 from hotspot.utils.stack import STACK_FILE, read_info, read_pixels
 
-DBSCAN_FILE = "clusterDBSCAN.h5"
-TSKM_FILE = "clusterTSKM.h5"
+DBSCAN_FILE = products.DBSCAN
+TSKM_FILE = products.TSKM
 EPS_KEY = "hotspot.dbscan.eps"
 MIN_SAMPLES_KEY = "hotspot.dbscan.minSamples"
 EXACT_MAX_POINT = 200_000

@@ -76,7 +76,7 @@ import numpy as np
 from scipy import sparse, stats
 from scipy.spatial import cKDTree
 
-from hotspot import amplitude_core, unwrap_check
+from hotspot import amplitude_core, products, unwrap_check
 from hotspot.export import HOTSPOT_FILE, grid_georef
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.geo import EARTH_RADIUS_KM, lonlat_to_xy_km, median_spacing
@@ -86,7 +86,7 @@ from hotspot.utils.stack import (STACK_FILE, block_size, decimal_years, iter_blo
                                  read_info, read_pixels, smooth_window)
 
 STEP = "dispersion"
-DISPERSION_FILE = "dispersion.h5"
+DISPERSION_FILE = products.DISPERSION
 KEY = "hotspot.dispersion."
 KM_PER_DEG = np.deg2rad(1.0) * EARTH_RADIUS_KM
 MIN_RING_PIXEL = 10
@@ -826,7 +826,7 @@ def input_file(ctx, must_exist=True):
         return path
     # LSTM + perceptron first: it sees position and temporal cluster, and reproduces the
     # DBSCAN labels best (README, trainLSTM.h5)
-    for name in ("clusterLSTMP.h5", "clusterLSTM.h5", "clusterDBSCAN.h5"):
+    for name in products.DISPERSION_INPUTS:
         if ctx.path(name).is_file():
             return ctx.path(name)
     if must_exist:
@@ -834,12 +834,12 @@ def input_file(ctx, must_exist=True):
                            f"clusterDBSCAN.h5 in "
                            f"{ctx.workdir}; run the dbscan (and predict) steps first or set "
                            f"{KEY}input to a label file")
-    return ctx.path("clusterDBSCAN.h5")
+    return ctx.path(products.DBSCAN)
 
 
 def correlation_length(workdir):
     """CORRELATION_LENGTH_KM of WORKDIR/covariogram.h5, or None when there is no such file."""
-    path = Path(workdir) / "covariogram.h5"
+    path = Path(workdir) / products.COVARIOGRAM
     if not path.is_file():
         return None
     try:
@@ -867,7 +867,7 @@ def read_options(ctx):
         corr = correlation_length(ctx.workdir)
         if corr is None:
             raise HotspotError(f"{key} = auto needs the correlation length from "
-                               f"{ctx.path('covariogram.h5')}, which does not exist; run the "
+                               f"{ctx.path(products.COVARIOGRAM)}, which does not exist; run the "
                                f"covariogram step or set {key} (km, paper: 5)")
         max_sd = corr
     else:
@@ -897,8 +897,7 @@ def _switched_on(cfg, name):
 
 def filtered_file(ctx):
     """hotspotFiltered.h5 of the tskm step."""
-    from hotspot.tskm import FILTER_FILE
-    return ctx.path(FILTER_FILE)
+    return ctx.path(products.FILTERED)
 
 
 def pixel_amplitude(ctx, on, num_pixel):
@@ -942,7 +941,7 @@ def half_wavelength(ctx, attrs, check, source):
 
 
 def _temporal_label(ctx, num_pixel):
-    path = ctx.path("clusterTSKM.h5")
+    path = ctx.path(products.TSKM)
     if not path.is_file():
         return None
     try:
@@ -1002,8 +1001,8 @@ def write_outputs(ctx, table, hotspot_label, label_path, opts):
 
 def inputs(ctx):
     files = [ctx.path(STACK_FILE), input_file(ctx, must_exist=False)]
-    if ctx.path("covariogram.h5").is_file():
-        files.append(ctx.path("covariogram.h5"))
+    if ctx.path(products.COVARIOGRAM).is_file():
+        files.append(ctx.path(products.COVARIOGRAM))
     if _switched_on(ctx.config, "amplitudeCore") and filtered_file(ctx).is_file():
         files.append(filtered_file(ctx))
     return files

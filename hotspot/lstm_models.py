@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hotspot import products
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.geo import lonlat_to_xy_km
 from hotspot.utils.h5io import atomic_path
@@ -644,7 +645,7 @@ class ModelBundle:
 
 
 def sidecar_path(keras_path):
-    return Path(keras_path).with_suffix(".json")
+    return Path(keras_path).with_suffix(products.SIDECAR_SUFFIX)
 
 
 def load_bundle(keras_path):

@@ -13,14 +13,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from hotspot import products
 from hotspot.plots import data as files
 from hotspot.plots.data import PlotData
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.h5io import write_h5
 from hotspot.utils.stack import STACK_FILE, read_info
 
-PIC_DIR = "pic"
-MANIFEST = "plot.h5"
+PIC_DIR = products.PIC_DIR
+MANIFEST = products.PLOT_MANIFEST
 # The step that writes each input, for the "run step X first" hints.
 MADE_BY = {STACK_FILE: "load_data", files.COVARIOGRAM_FILE: "covariogram",
            files.TSKM_FILE: "tskm", files.DBSCAN_FILE: "dbscan", files.TRAIN_FILE: "train_lstm",

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from hotspot import lstm_models as lm
+from hotspot import products
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.h5io import read_attrs
 from hotspot.utils.labels import label_to_map, read_pixel_label, write_label_file
@@ -32,10 +33,10 @@ from hotspot.utils.stack import STACK_FILE, block_size, iter_blocks, read_info, 
 
 STEP = "predict"
 KEY = "hotspot.predict."
-OUTPUT_NAME = {"lstm": "clusterLSTM.h5", "lstmPerceptron": "clusterLSTMP.h5"}
-LABEL_FILE = "clusterDBSCAN.h5"
-TRAIN_FILE = "trainLSTM.h5"
-MODEL_DIR = "model"
+OUTPUT_NAME = products.PREDICT
+LABEL_FILE = products.DBSCAN
+TRAIN_FILE = products.TRAIN
+MODEL_DIR = products.MODEL_DIR
 MAX_BLOCK = 200_000         # pixels; keeps the progress bar moving on big stacks
 
 
@@ -43,7 +44,7 @@ def model_files(ctx):
     """{model name: .keras path} for this run, from predict.model and predict.modelFile."""
     given = ctx.config.get_path(KEY + "modelFile", ctx.workdir)
     names = _model_names(ctx)
-    if given is not None and given.suffix == ".keras":
+    if given is not None and given.suffix == products.MODEL_SUFFIX:
         if not given.is_file():
             raise HotspotError(f"{KEY}modelFile = {given}: file not found; expected a .keras "
                                "file saved by train_lstm")
@@ -57,7 +58,7 @@ def model_files(ctx):
     if given is not None and not given.is_dir():
         raise HotspotError(f"{KEY}modelFile = {given}: not found; expected a .keras file saved "
                            "by train_lstm or a folder holding lstm.keras / lstmPerceptron.keras")
-    return {name: folder / f"{name}.keras" for name in names}
+    return {name: folder / f"{name}{products.MODEL_SUFFIX}" for name in names}
 
 
 def _model_names(ctx):
@@ -85,7 +86,7 @@ def inputs(ctx):
     out = [ctx.path(STACK_FILE)]
     for path in model_files(ctx).values():
         out += [path, lm.sidecar_path(path)]
-    for name in (LABEL_FILE, "hotspotFiltered.h5"):
+    for name in (LABEL_FILE, products.FILTERED):
         if ctx.path(name).is_file():
             out.append(ctx.path(name))
     return out

@@ -72,6 +72,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from hotspot import products
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.geo import EARTH_RADIUS_KM
 from hotspot.utils.h5io import atomic_path, write_h5
@@ -781,7 +782,7 @@ def simulate_scene(outdir, preset="small", difficulty="easy", seed=0, num_date=N
         {**atr, "FILE_TYPE": "temporalCoherence", "UNIT": "1"})
     paths["mask"] = _write_mintpy(outdir / "maskTempCoh.h5", {"mask": mask},
                                   {**atr, "FILE_TYPE": "mask", "UNIT": "1", "DATA_TYPE": "bool"})
-    paths["truth"] = write_truth(outdir / "hotspotTruth.h5", scene)
+    paths["truth"] = write_truth(outdir / products.TRUTH, scene)
 
     # time series: one epoch at a time, flushed in slabs of one HDF5 chunk depth
     ts_path = outdir / "timeseries.h5"

@@ -48,18 +48,19 @@ from pathlib import Path
 import numpy as np
 
 from hotspot import lstm_models as lm
+from hotspot import products
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.h5io import _attr_value, atomic_path, read_attrs
 from hotspot.utils.labels import read_pixel_label
 from hotspot.utils.stack import STACK_FILE, read_info, read_pixels, read_rows
 
 STEP = "train_lstm"
-OUTPUT = "trainLSTM.h5"
-LABEL_FILE = "clusterDBSCAN.h5"
-TSKM_FILE = "clusterTSKM.h5"
-FILTER_FILE = "hotspotFiltered.h5"
-COVARIOGRAM_FILE = "covariogram.h5"
-MODEL_DIR = "model"
+OUTPUT = products.TRAIN
+LABEL_FILE = products.DBSCAN
+TSKM_FILE = products.TSKM
+FILTER_FILE = products.FILTERED
+COVARIOGRAM_FILE = products.COVARIOGRAM
+MODEL_DIR = products.MODEL_DIR
 BALANCE_RATIO = 10          # largest / smallest class above which the sample is balanced
 VALIDATION_FRACTION = 0.1
 KEY = "hotspot.train_lstm."
@@ -555,7 +556,7 @@ def write_results(path, results, attrs):
                     total += sc["train_time"]
                 m.attrs["TRAIN_TIME_S"] = total
                 m.attrs["SAVED_SPLIT"] = res["saved_split"]
-                m.attrs["MODEL_FILE"] = f"{MODEL_DIR}/{name}.keras"
+                m.attrs["MODEL_FILE"] = products.model_file(name)
     return Path(path)
 
 
@@ -569,7 +570,7 @@ def inputs(ctx):
 def outputs(ctx):
     out = [ctx.path(OUTPUT)]
     for name in model_names(ctx.config):
-        out += [ctx.path(f"{MODEL_DIR}/{name}.keras"), ctx.path(f"{MODEL_DIR}/{name}.json")]
+        out += [ctx.path(products.model_file(name)), ctx.path(products.sidecar_file(name))]
     return out
 
 
@@ -658,7 +659,7 @@ def run(ctx):
                     temporal=temporal)
     results["block_source"] = source
     for name, res in results["models"].items():
-        path = res["bundle"].save(ctx.path(f"{MODEL_DIR}/{name}.keras"))
+        path = res["bundle"].save(ctx.path(products.model_file(name)))
         ctx.log(f"model written: {path} (+ {lm.sidecar_path(path).name})")
     attrs = dict(ctx.step_attrs(STEP))
     attrs.update({"VARIANT": settings.variant, "TIME_STEP": settings.time_step,

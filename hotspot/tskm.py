@@ -68,13 +68,13 @@ from tslearn.clustering import TimeSeriesKMeans
 from tslearn.clustering.kmeans import _k_init_metric
 from tslearn.preprocessing import TimeSeriesResampler
 
-from hotspot import kernels
+from hotspot import kernels, products
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.labels import NO_DATA, write_label_file
 from hotspot.utils.stack import (SMOOTH_DAYS, STACK_FILE, block_size, iter_blocks,  # noqa: F401
                                  read_info, read_rows, smooth_window)
 
-OUT_FILE = "clusterTSKM.h5"
+OUT_FILE = products.TSKM
 METRICS = ("softdtw", "dtw", "euclidean")
 NORMALIZE = ("none", "zscore", "mean")
 CLUSTERS = ("none", "local", "slurm", "pbs", "lsf")
@@ -84,7 +84,7 @@ SILHOUETTE_SAMPLE = 1000     # series scored per k (a 1000 x 1000 distance matri
 BARYCENTER_ITER = 10         # L-BFGS / DBA iterations per k-means iteration (warm start)
 BLOCK_CAP = 500_000          # pixels per assignment block: progress output and dask tasks
 KEY = "hotspot.tskm."
-FILTER_FILE = "hotspotFiltered.h5"
+FILTER_FILE = products.FILTERED
 NOISE_SIGMA_CELL = 1.0       # spatial low-pass (Gaussian sigma, grid cells): pixel noise
 BACKGROUND_SIGMA_KM = 2.0    # spatial high-pass (Gaussian sigma, km): ramps, atmosphere
 MAD_TO_STD = 1.4826
