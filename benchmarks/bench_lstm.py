@@ -182,8 +182,8 @@ def bench_train(stack, labels, variant="fast", model="lstm", num_sample=20000, e
                 time_step=None, batch_size=256, patience=5, splits=("random",), tskm=None,
                 block_size=None, seed=0, verbose=0):
     """Fit one model as train_lstm does; samples/s of fitting, peak RSS, test accuracy."""
-    from hotspot import lstm_models as lm
-    from hotspot.train_lstm import TrainSettings, train
+    from hotspot.steps import lstm_models as lm
+    from hotspot.steps.train_lstm import TrainSettings, train
     settings = TrainSettings(models=(model,), variant=variant,
                              time_step=time_step or lm.TIME_STEP_AUTO[variant],
                              num_sample=num_sample, splits=tuple(splits), epochs=epochs,
@@ -207,7 +207,7 @@ def bench_train(stack, labels, variant="fast", model="lstm", num_sample=20000, e
 def bench_predict(stack, bundles, min_probability=0.5, batch_size=4096, max_memory=4.0,
                   labels=None):
     """Label the whole stack; pixels/s (I/O included), peak RSS, held-out agreement."""
-    from hotspot.predict import held_out_agreement, predict_stack
+    from hotspot.steps.predict import held_out_agreement, predict_stack
     from hotspot.utils.stack import read_info
     if not isinstance(bundles, dict):
         bundles = {b.name: b for b in bundles}
@@ -230,7 +230,7 @@ def bench_throughput(variant="fast", model="lstm", num_date=247, num_class=20, n
                      n_predict=16384, batch_size=256, predict_batch=4096, time_step=None):
     """Model compute alone on random inputs (no stack, no I/O): samples/s of one training
     epoch and of prediction, after a warm-up call of each (tracing excluded)."""
-    from hotspot import lstm_models as lm
+    from hotspot.steps import lstm_models as lm
     keras = lm._keras()
     keras.utils.set_random_seed(0)
     steps = lm.num_steps(num_date, time_step or lm.TIME_STEP_AUTO[variant])
@@ -274,7 +274,7 @@ def main(argv=None):
                         help="time prediction on the first N pixels only (0 = all)")
     inps = parser.parse_args(argv)
 
-    from hotspot.lstm_models import configure_backend
+    from hotspot.steps.lstm_models import configure_backend
     from hotspot.utils.labels import read_pixel_label
     workdir = Path(inps.dir)
     configure_backend()
@@ -286,7 +286,7 @@ def main(argv=None):
     labels = read_pixel_label(workdir / products.DBSCAN)
     tskm_file = workdir / products.TSKM
     tskm = read_pixel_label(tskm_file) if tskm_file.is_file() else None
-    from hotspot.train_lstm import auto_block_size
+    from hotspot.steps.train_lstm import auto_block_size
     from hotspot.utils.geo import lonlat_to_xy_km
     from hotspot.utils.stack import read_pixels
     pix = read_pixels(stack, ["longitude", "latitude"])

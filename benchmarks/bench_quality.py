@@ -6,7 +6,7 @@
         medium:easy:0 small:hard:0
     python benchmarks/bench_quality.py --dir /tmp/q --full                     # all 8 steps
 
-For each scene (PRESET:DIFFICULTY:SEED) it simulates the scene (hotspot.simulate, MintPy
+For each scene (PRESET:DIFFICULTY:SEED) it simulates the scene (hotspot.simulation, MintPy
 files only), runs hotspotApp.py with a template holding only hotspot.randomSeed:
 load_data -> dbscan, then dispersion on clusterDBSCAN.h5 (train_lstm / predict skipped;
 dispersion falls back to clusterDBSCAN.h5), or all 8 steps with --full. It scores
@@ -28,8 +28,8 @@ FAST_STEPS = ["load_data", "covariogram", "tskm", "dbscan", "dispersion"]
 
 def run_scene(workdir, preset, difficulty, seed, full=False):
     from hotspot.cli import hotspotApp
-    from hotspot.score import score_files
-    from hotspot.simulate import simulate_scene
+    from hotspot.simulation import score_files
+    from hotspot.simulation import simulate_scene
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)

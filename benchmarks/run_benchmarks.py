@@ -91,7 +91,7 @@ def main(argv=None):
     score_line = ""
     truth, hotspot = workdir / products.TRUTH, workdir / products.HOTSPOT
     if truth.is_file() and hotspot.is_file():
-        from hotspot.score import score_files
+        from hotspot.simulation import score_files
         s = score_files(hotspot, truth)
         score_line = json.dumps({k: s[k] for k in s if not isinstance(s[k], (list, dict))},
                                 default=str)

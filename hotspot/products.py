@@ -53,5 +53,5 @@ def model_file(name):
 
 
 def sidecar_file(name):
-    """model/<name>.json, relative to WORKDIR (see hotspot.lstm_models)."""
+    """model/<name>.json, relative to WORKDIR (see hotspot.steps.lstm_models)."""
     return f"{MODEL_DIR}/{name}{SIDECAR_SUFFIX}"

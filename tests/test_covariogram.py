@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 import pytest
 
-from hotspot import covariogram as cg
+from hotspot.steps import covariogram as cg
 from hotspot.hotspotApp import StepContext
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.stack import write_stack

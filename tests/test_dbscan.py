@@ -7,7 +7,7 @@ import pytest
 from sklearn.cluster import DBSCAN
 from sklearn.metrics import adjusted_rand_score
 
-from hotspot import dbscan as db
+from hotspot.steps import dbscan as db
 from hotspot.hotspotApp import StepContext
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.h5io import write_h5

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from hotspot import dispersion as disp
+from hotspot.steps import dispersion as disp
 from hotspot.hotspotApp import StepContext
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.geo import EARTH_RADIUS_KM, lonlat_to_xy_km
@@ -337,7 +337,7 @@ def test_run_writes_products_and_view_renders(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert out.is_file() and out.stat().st_size > 1000
     # the exports read hotspot.h5's table as written here
-    from hotspot.export import write_exports
+    from hotspot.steps.export import write_exports
     written = write_exports(ctx)
     assert [p.name for p in written][-1] == "hotspot.tif"
     props = [f["properties"] for f in

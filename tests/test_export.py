@@ -11,7 +11,7 @@ import tifffile
 from lxml import etree
 from pyproj import Transformer
 
-from hotspot import export
+from hotspot.steps import export
 from hotspot.hotspotApp import StepContext
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.labels import write_label_file

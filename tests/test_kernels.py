@@ -1,4 +1,4 @@
-"""hotspot.kernels against tslearn: same labels as TimeSeriesKMeans.predict, same distances."""
+"""hotspot.steps.kernels against tslearn: same labels as TimeSeriesKMeans.predict, same distances."""
 import warnings
 
 import numpy as np
@@ -8,7 +8,7 @@ from tslearn.barycenters.softdtw import _acc_softdtw_func
 from tslearn.clustering import TimeSeriesKMeans
 from tslearn.metrics import cdist_dtw, cdist_soft_dtw, dtw, soft_dtw
 
-from hotspot import kernels
+from hotspot.steps import kernels
 
 T = 40
 GAMMA = 0.01

@@ -20,7 +20,7 @@ from mintpy.utils import writefile
 
 from hotspot.cli import hotspotApp as cli
 from hotspot.hotspotApp import StepContext
-from hotspot.load_data import clean_block, linear_velocity, load_stack, run
+from hotspot.steps.load_data import clean_block, linear_velocity, load_stack, run
 from hotspot.readers import Block, open_reader
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.template import config_from_dict

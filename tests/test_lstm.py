@@ -8,8 +8,8 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from hotspot import lstm_models as lm  # noqa: E402
-from hotspot import train_lstm  # noqa: E402
+from hotspot.steps import lstm_models as lm  # noqa: E402
+from hotspot.steps import train_lstm  # noqa: E402
 from hotspot.hotspotApp import StepContext  # noqa: E402
 from hotspot.utils.errors import HotspotError  # noqa: E402
 from hotspot.utils.h5io import read_attrs, write_h5  # noqa: E402
@@ -329,7 +329,7 @@ def test_filtered_series_temporal_input_and_dense_reference(tmp_path):
     tskm label; the reference holds labelled pixels beyond the sample, never test pixels."""
     stack, label, tskm = make_tiny_scene(tmp_path)
     filtered = tmp_path / "hotspotFiltered.h5"
-    from hotspot.tskm import filter_stack
+    from hotspot.steps.tskm import filter_stack
     filter_stack(stack, filtered, max_memory=0.01, log=lambda m: None)
     temporal = {"num_cluster": 3, "centroids": np.zeros((3, 24)).tolist(), "metric": "euclidean",
                 "gamma": 0.01, "band_radius": None, "normalize": "zscore"}

@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from hotspot import plot
+from hotspot.steps import plot
 from hotspot.hotspotApp import StepContext, is_up_to_date
 from hotspot.plots.common import read_geometry
 from hotspot.plots.data import PlotData

@@ -10,8 +10,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from test_lstm import make_tiny_scene, tiny_config, tiny_dates, trained_workdir  # noqa: E402
 
-from hotspot import lstm_models as lm  # noqa: E402
-from hotspot import predict  # noqa: E402
+from hotspot.steps import lstm_models as lm  # noqa: E402
+from hotspot.steps import predict  # noqa: E402
 from hotspot.hotspotApp import StepContext  # noqa: E402
 from hotspot.utils.errors import HotspotError  # noqa: E402
 from hotspot.utils.h5io import read_attrs  # noqa: E402
@@ -113,7 +113,7 @@ def test_missing_model_is_a_clear_error(tmp_path):
 
 def test_agreement_counts_clusters_beyond_max_class_as_no_cluster():
     from types import SimpleNamespace
-    from hotspot.predict import held_out_agreement
+    from hotspot.steps.predict import held_out_agreement
     bundle = SimpleNamespace(class_id=[0, 1, 2], train_stack={}, train_index=[])
     info = SimpleNamespace(num_pixel=6, dates=["20200101"])
     dbscan = np.array([1, 2, 3, 3, 0, -1])       # cluster 3 was not a class of the model
@@ -128,7 +128,7 @@ def test_scene_weighted_agreement_does_not_depend_on_the_held_out_mix():
     """Pixels 2, 3 (no cluster) were training pixels: the held-out pixels are one of each
     class; weighting their recall by the scene's shares (0.6 / 0.2 / 0.2) gives 0.8."""
     from types import SimpleNamespace
-    from hotspot.predict import held_out_agreement
+    from hotspot.steps.predict import held_out_agreement
     info = SimpleNamespace(num_pixel=6, dates=["20200101"])
     bundle = SimpleNamespace(class_id=[0, 1, 2], train_index=[2, 3],
                              train_stack={"num_pixel": 6, "dates": ["20200101"]})
@@ -163,7 +163,7 @@ def test_prior_correction_reweights_to_the_scene_frequencies():
 
 
 def test_sidecar_keeps_sample_and_scene_class_frequencies(trained):
-    from hotspot.train_lstm import class_frequency
+    from hotspot.steps.train_lstm import class_frequency
     dbscan = read_pixel_label(trained.path("clusterDBSCAN.h5"))
     for name, bundle in bundles_of(trained).items():
         assert len(bundle.train_prior) == len(bundle.class_id)

@@ -8,7 +8,7 @@ import pytest
 import scipy.io
 
 from hotspot.cli import simulate as cli
-from hotspot.simulate import (BEHAVIOURS, CATALOGUE, PRESETS, TRUTH_LEVEL, WAVELENGTH,
+from hotspot.simulation.scene import (BEHAVIOURS, CATALOGUE, PRESETS, TRUTH_LEVEL, WAVELENGTH,
                               FieldGenerator, MatWriter, Scene, behaviour_series, make_dates,
                               read_truth, simulate_scene)
 from hotspot.utils.errors import HotspotError

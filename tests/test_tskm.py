@@ -8,7 +8,7 @@ from sklearn.metrics import adjusted_rand_score
 from tslearn.clustering import TimeSeriesKMeans
 from tslearn.preprocessing import TimeSeriesScalerMeanVariance
 
-from hotspot import tskm
+from hotspot.steps import tskm
 from hotspot.hotspotApp import StepContext
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.labels import read_pixel_label
@@ -114,7 +114,7 @@ def test_kernel_kmeans_fits_like_tslearn(metric):
         return
     # gamma = 0.01 makes the barycenter problem nearly non-smooth: L-BFGS paths differ, the
     # objective (sum of soft-DTW to the members) must not be worse
-    from hotspot.kernels import softdtw_value_and_grad
+    from hotspot.steps.kernels import softdtw_value_and_grad
     assert np.abs(got.cluster_centers_ - ref.cluster_centers_).mean() < 0.25
     for k in range(4):
         members = X[got.labels_ == k, :, 0]

@@ -26,8 +26,8 @@ def create_parser():
 def _run(inps):
     from hotspot import products
     from hotspot.cli import hotspotApp
-    from hotspot.score import format_score, score_files
-    from hotspot.simulate import simulate_scene
+    from hotspot.simulation import format_score, score_files
+    from hotspot.simulation import simulate_scene
 
     workdir = Path(inps.dir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)

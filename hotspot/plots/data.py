@@ -61,9 +61,9 @@ class PlotData:
 
     @property
     def hotspot_polygons(self):
-        """{hotspot id: lon/lat polygon} as hotspot.export draws them for the GIS files."""
+        """{hotspot id: lon/lat polygon} as hotspot.steps.export draws them for the GIS files."""
         if "polygons" not in self._cache:
-            from hotspot.export import grid_georef, hotspot_polygons
+            from hotspot.steps.export import grid_georef, hotspot_polygons
             geom = self.geometry
             self._cache["polygons"] = hotspot_polygons(
                 self.pixel_label(HOTSPOT_FILE), geom.lon, geom.lat, geom.row, geom.col,

@@ -45,7 +45,7 @@ def hotspot_centres(geom, hot_label, ids):
 def draw_hotspot_outlines(ax, data, annotate=True, linewidth=1.4):
     """Outline every hotspot in its colour, with a black halo that shows on any background.
 
-    The outlines are hotspot.export's polygons (pixel footprints for grids, buffered
+    The outlines are hotspot.steps.export's polygons (pixel footprints for grids, buffered
     concave hulls for points), so the figure matches hotspot.geojson / .kmz; only the
     exteriors are drawn: holes left by masked pixels would clutter the map.
     """

@@ -43,11 +43,11 @@ mean velocity is ~0, from noise):
     Most candidates are such noise patches, so their log(signalRms / noiseLevel) gives
     the null: a cluster is significant only when it is also an outlier of it, robust
     z = (x - median) / (1.4826 MAD) >= EMPIRICAL_Z (one-sided 1 %).
-  * unwrapping errors (hotspot.unwrap_check, unwrapCheck = auto: on when the stack has
+  * unwrapping errors (hotspot.steps.unwrap_check, unwrapCheck = auto: on when the stack has
     WAVELENGTH): a candidate whose contrast is a jump of n lambda / 2 shared by >= 10 % of its
     pixels (unwrap_check.MIN_FRACTION) over one epoch interval, and not significant once that
     jump is removed, is isUnwrapError and never a hotspot (docs/quality.md).
-  * amplitude cores (hotspot.amplitude_core, amplitudeCore = auto: on when tskm wrote
+  * amplitude cores (hotspot.steps.amplitude_core, amplitudeCore = auto: on when tskm wrote
     hotspotFiltered.h5): after a first pass, each cluster's connected pixels of high
     band-passed amplitude (smoothed robust z >= 2 with a peak >= 7, >= minPixel pixels)
     become a cluster of their own (coreParent) and the table is recomputed: a weak hotspot
@@ -76,8 +76,9 @@ import numpy as np
 from scipy import sparse, stats
 from scipy.spatial import cKDTree
 
-from hotspot import amplitude_core, products, unwrap_check
-from hotspot.export import HOTSPOT_FILE, grid_georef
+from hotspot.steps import amplitude_core, unwrap_check
+from hotspot import products
+from hotspot.steps.export import HOTSPOT_FILE, grid_georef
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.geo import EARTH_RADIUS_KM, lonlat_to_xy_km, median_spacing
 from hotspot.utils.h5io import open_h5, read_attrs, require_dataset, write_h5
@@ -291,7 +292,7 @@ def select_hotspots(table, max_sd, min_pixel, alpha, drop_insignificant):
     # an untestable cluster (NaN p: too few epochs, no noise estimate) is not rejected
     significant = np.where(np.isfinite(p), p < alpha / num_test, True)
     # amplitude cores were selected for their amplitude, which the null of whole clusters
-    # does not describe: their peak amplitude is their gate (hotspot.amplitude_core)
+    # does not describe: their peak amplitude is their gate (hotspot.steps.amplitude_core)
     core = np.asarray(table.get("coreParent", np.zeros(compact.size)), dtype=np.int64) > 0
     significant &= empirical_outlier(table, compact & ~core) | core
     if "peakAmplitudeZ" in table:
@@ -343,7 +344,7 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
     for each recomputation: after amplitude cores are split off, after fragments are merged,
     after a diluting merge is undone.
     half_wavelength (m): enables the unwrapping-error check (None: off). amplitude: per-pixel
-    amplitude of the band-passed series (hotspot.amplitude_core; None: no split); every
+    amplitude of the band-passed series (hotspot.steps.amplitude_core; None: no split); every
     cluster but the unwrapping errors of the first pass gives up its amplitude cores as
     clusters of their own, and a hotspot needs a peak amplitude z >= hotspot_peak_gate.
     merge: a hotspot and the touching clusters that move alike (fragment_groups) are one
@@ -497,7 +498,7 @@ def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insig
     """One computation of the table and hotspot label; also returns the metric positions
     (x, y km), the pixel spacing, the contrast series and the smoothing window that
     fragment_groups needs, and the amplitude z. core_parent: {cluster id: parent id} of the
-    amplitude cores; amplitude_z: per-pixel z of hotspot.amplitude_core (peakAmplitudeZ
+    amplitude cores; amplitude_z: per-pixel z of hotspot.steps.amplitude_core (peakAmplitudeZ
     column and gate), or amplitude: the per-pixel amplitude it is computed from with these
     labels."""
     info = read_info(stack_file)
@@ -750,7 +751,7 @@ def cluster_rows(ts, c):
 
 
 def unwrap_columns(ts, contrast, background, has_ring, candidate, half_wavelength, years):
-    """Unwrapping-error signature of every candidate with a ring (hotspot.unwrap_check) and
+    """Unwrapping-error signature of every candidate with a ring (hotspot.steps.unwrap_check) and
     the signal test of its contrast with the quantised jump removed; table columns."""
     m, t = contrast.shape
     cols = {"unwrapStart": np.zeros(m, np.int32), "unwrapStop": np.zeros(m, np.int32),
@@ -843,7 +844,7 @@ def correlation_length(workdir):
     if not path.is_file():
         return None
     try:
-        from hotspot.covariogram import read_correlation_length
+        from hotspot.steps.covariogram import read_correlation_length
     except ImportError:
         read_correlation_length = None
     if read_correlation_length is not None:

@@ -36,7 +36,7 @@ also divides by its standard deviation (tslearn's TimeSeriesScalerMeanVariance).
 
 Fit. On numSample random pixels (hotspot.randomSeed). tslearn's TimeSeriesKMeans is the
 algorithm (k-means++ init, assignment / barycenter iterations, empty-cluster restarts);
-`KernelKMeans` only swaps its distance computations for hotspot.kernels (the same values,
+`KernelKMeans` only swaps its distance computations for hotspot.steps.kernels (the same values,
 float32 SIMD) and its barycenters: soft-DTW uses tslearn's L-BFGS objective with the
 kernel's gradient, DTW uses tslearn's DBA; both with BARYCENTER_ITER iterations per
 k-means iteration, warm-started from the previous centroid. tslearn's soft-DTW barycenter
@@ -51,7 +51,7 @@ tslearn.clustering.silhouette_score), Euclidean for euclidean. The best k is ref
 the full sample. The scores are kept for the plot step.
 
 Assignment. Every pixel, block by block within mintpy.compute.maxMemory, by
-hotspot.kernels.assign: exactly tslearn's predict (tested); measured ~190x faster for
+hotspot.steps.kernels.assign: exactly tslearn's predict (tested); measured ~190x faster for
 soft-DTW, 17x (no band) to 60x (band 10) for DTW. With
 mintpy.compute.cluster = local / slurm / pbs / lsf the pixel range is split over
 MintPy's DaskCluster workers; with none numba threads run in this process.
@@ -68,7 +68,8 @@ from tslearn.clustering import TimeSeriesKMeans
 from tslearn.clustering.kmeans import _k_init_metric
 from tslearn.preprocessing import TimeSeriesResampler
 
-from hotspot import kernels, products
+from hotspot.steps import kernels
+from hotspot import products
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.labels import NO_DATA, write_label_file
 from hotspot.utils.stack import (SMOOTH_DAYS, STACK_FILE, block_size, iter_blocks,  # noqa: F401
@@ -164,7 +165,7 @@ def fit_radius(radius, num_date, fit_length):
 
 # ---------------------------------------------------------------- tslearn with fast kernels
 class KernelKMeans(TimeSeriesKMeans):
-    """tslearn's TimeSeriesKMeans with hotspot.kernels distances and barycenters.
+    """tslearn's TimeSeriesKMeans with hotspot.steps.kernels distances and barycenters.
 
     band_radius: Sakoe-Chiba radius (None: no band); exact: float64 kernels (tests).
     _transform returns, for softdtw, soft-DTW where a centroid can be the nearest and

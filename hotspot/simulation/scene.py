@@ -1,7 +1,7 @@
 """Simulated InSAR scenes with known deformation hotspots.
 
 simulate_scene(outdir, preset, difficulty, seed) writes one scene twice, as
-MintPy products and as a WabInSAR export, plus the truth used by hotspot.score:
+MintPy products and as a WabInSAR export, plus the truth used by hotspot.simulation.score:
 
   OUTDIR/timeseries.h5            timeseries (T x LENGTH x WIDTH, m), date, bperp
   OUTDIR/velocity.h5              velocity, velocityStd (m/year, linear fit of the time series)

@@ -3,7 +3,7 @@
 Reads WORKDIR/hotspotStack.h5 and WORKDIR/clusterDBSCAN.h5 (pixelLabel), writes
   model/lstm.keras, model/lstmPerceptron.keras   (+ .json sidecars, see lstm_models)
   trainLSTM.h5                                   scores, confusion matrices, histories
-Architectures and preprocessing: hotspot.lstm_models.
+Architectures and preprocessing: hotspot.steps.lstm_models.
 
 Protocol
 - numSample labelled pixels (DBSCAN label >= 0, noise included as class 0) are drawn;
@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hotspot import lstm_models as lm
+from hotspot.steps import lstm_models as lm
 from hotspot import products
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.h5io import _attr_value, atomic_path, read_attrs
@@ -600,7 +600,7 @@ def read_temporal(tskm_file):
     """The fitted tskm model of clusterTSKM.h5 (centroids in the fit unit, metric, gamma,
     band radius, normalisation), as tskm.assign_rows takes it; JSON-ready."""
     import h5py
-    from hotspot.tskm import UNIT_SCALE
+    from hotspot.steps.tskm import UNIT_SCALE
     attrs = read_attrs(tskm_file)
     with h5py.File(tskm_file, "r") as f:
         centroids = np.asarray(f["centroid"], dtype=np.float64)

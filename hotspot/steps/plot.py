@@ -172,8 +172,8 @@ def run(ctx):
 
 
 def run_export(ctx, enabled):
-    """GIS exports of hotspot.h5 (hotspot.export) when hotspot.plot.export = yes."""
-    from hotspot import export
+    """GIS exports of hotspot.h5 (hotspot.steps.export) when hotspot.plot.export = yes."""
+    from hotspot.steps import export
     if not enabled:
         ctx.log("plot: GIS export off (hotspot.plot.export = no)")
         return []
@@ -185,7 +185,7 @@ def run_export(ctx, enabled):
 
 def export_outputs(ctx):
     """The files write_exports makes for this work directory (update mode)."""
-    from hotspot.export import EXPORT_NAMES, grid_georef
+    from hotspot.steps.export import EXPORT_NAMES, grid_georef
     if not (ctx.config.get_bool("hotspot.plot.export") and ctx.path(files.HOTSPOT_FILE).is_file()
             and ctx.path(STACK_FILE).is_file()):
         return []

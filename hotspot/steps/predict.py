@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hotspot import lstm_models as lm
+from hotspot.steps import lstm_models as lm
 from hotspot import products
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.h5io import read_attrs
@@ -71,7 +71,7 @@ def _model_names(ctx):
         trained = [n for n in lm.MODEL_NAMES if n in trained]
         if trained:
             return tuple(trained)
-    from hotspot.train_lstm import model_names
+    from hotspot.steps.train_lstm import model_names
     return tuple(model_names(ctx.config))
 
 
@@ -192,8 +192,8 @@ def held_out_agreement(pred, dbscan, bundle, stack_info):
 def filtered_series(ctx, stack_file, info):
     """WORKDIR/hotspotFiltered.h5 for this stack; made with the tskm step's band-pass when it
     is missing or belongs to other pixels / epochs (a model applied to a new stack)."""
-    from hotspot import tskm
-    from hotspot.train_lstm import FILTER_FILE, _same_pixels
+    from hotspot.steps import tskm
+    from hotspot.steps.train_lstm import FILTER_FILE, _same_pixels
     path = ctx.path(FILTER_FILE)
     if _same_pixels(path, info):
         return path
@@ -207,12 +207,12 @@ def filtered_series(ctx, stack_file, info):
 def temporal_labels(ctx, bundle, filtered_file, info):
     """tskm labels of every pixel for a bundle that takes them: clusterTSKM.h5 when it holds
     this stack's labels from the model's own centroids, else assigned now with them."""
-    from hotspot import tskm
+    from hotspot.steps import tskm
     path = ctx.path(tskm.OUT_FILE)
     params = dict(bundle.temporal)
     params["centroids"] = np.asarray(params["centroids"], dtype=np.float64)
     if path.is_file():
-        from hotspot.train_lstm import read_temporal
+        from hotspot.steps.train_lstm import read_temporal
         try:
             labels = read_pixel_label(path)
             same = (labels.shape == (info.num_pixel,)
