@@ -183,7 +183,7 @@ def score_files(label_file, truth_file, dataset="pixelLabel", **kwargs):
     When the label file lists other pixels than the truth (e.g. a stack loaded with an
     extra mask), its map on the truth grid (LENGTH x WIDTH integer dataset) is used.
     """
-    from hotspot.simulation.scene import read_truth
+    from hotspot.simulation.truth import read_truth
     truth = read_truth(truth_file)
     pixel_truth = truth["pixelTruth"]
     labels, kind = _read_labels(label_file, dataset, truth["hotspot"].shape, pixel_truth.size)

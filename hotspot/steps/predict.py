@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hotspot.steps import lstm_bundle as lb
 from hotspot.steps import lstm_models as lm
 from hotspot import products
 from hotspot.utils.errors import HotspotError
@@ -48,7 +49,7 @@ def model_files(ctx):
         if not given.is_file():
             raise HotspotError(f"{KEY}modelFile = {given}: file not found; expected a .keras "
                                "file saved by train_lstm")
-        meta = lm.sidecar_path(given)
+        meta = lb.sidecar_path(given)
         name = _sidecar_name(meta) if meta.is_file() else None
         if name not in OUTPUT_NAME:
             raise HotspotError(f"{KEY}modelFile = {given}: needs the sidecar {meta.name} written "
@@ -85,7 +86,7 @@ def _sidecar_name(meta_path):
 def inputs(ctx):
     out = [ctx.path(STACK_FILE)]
     for path in model_files(ctx).values():
-        out += [path, lm.sidecar_path(path)]
+        out += [path, lb.sidecar_path(path)]
     for name in (LABEL_FILE, products.FILTERED):
         if ctx.path(name).is_file():
             out.append(ctx.path(name))
@@ -114,7 +115,7 @@ def predict_stack(bundles, stack_file, min_probability=0.5, batch_size=4096, max
     temporal = temporal or {}
     from mintpy.utils import ptime
     info = read_info(stack_file)
-    weights = {name: lm.check_dates(b, info.dates, str(stack_file)) for name, b in bundles.items()}
+    weights = {name: lb.check_dates(b, info.dates, str(stack_file)) for name, b in bundles.items()}
     out = {name: (np.zeros(info.num_pixel, dtype=np.int32),
                   np.zeros(info.num_pixel, dtype=np.float32)) for name in bundles}
     # per pixel: the series and, for lstmPerceptron, the neighbour votes as wide as the
@@ -234,7 +235,7 @@ def run(ctx):
     min_prob = ctx.config.get_float(KEY + "minProbability", min_value=0.0, max_value=1.0)
     batch = ctx.config.get_int(KEY + "batchSize", min_value=1)
     lm.configure_backend()
-    bundles = {name: lm.load_bundle(path) for name, path in files.items()}
+    bundles = {name: lb.load_bundle(path) for name, path in files.items()}
     for name, b in bundles.items():
         if b.name != name:
             raise HotspotError(f"{files[name]}: holds model '{b.name}', expected '{name}'")
