@@ -114,8 +114,8 @@ def write_synthetic_stack(path, num_pixel, num_date=247, seed=0, block=100_000):
 
 _STEP_CODE = """
 import json, sys
-from hotspot.steps import tskm
 from hotspot.hotspotApp import StepContext
+from hotspot.steps import tskm
 from hotspot.utils.template import config_from_dict
 ctx = StepContext(workdir=sys.argv[1], config=config_from_dict(json.loads(sys.argv[2])))
 tskm.run(ctx)

@@ -19,8 +19,8 @@ from mintpy.utils import utils as ut
 from mintpy.utils import writefile
 
 from hotspot.cli import hotspotApp as cli
-from hotspot.steps.load_data import clean_block, linear_velocity, load_stack, run
 from hotspot.readers import Block, open_reader
+from hotspot.steps.load_data import clean_block, linear_velocity, load_stack, run
 from hotspot.utils.errors import HotspotError
 
 DATA = Path(__file__).parent / "data"

@@ -8,11 +8,11 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from hotspot.hotspotApp import StepContext  # noqa: E402
 from hotspot.steps import lstm_bundle as lb  # noqa: E402
 from hotspot.steps import lstm_models as lm  # noqa: E402
 from hotspot.steps import lstm_spatial as lsp  # noqa: E402
 from hotspot.steps import train_lstm, train_lstm_sample  # noqa: E402
-from hotspot.hotspotApp import StepContext  # noqa: E402
 from hotspot.utils.errors import HotspotError  # noqa: E402
 from hotspot.utils.h5io import read_attrs, write_h5  # noqa: E402
 from hotspot.utils.labels import write_label_file  # noqa: E402

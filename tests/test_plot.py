@@ -4,12 +4,12 @@ import h5py
 import numpy as np
 import pytest
 
-from hotspot.steps import plot
 from hotspot.hotspotApp import is_up_to_date
 from hotspot.plots.common import read_geometry
 from hotspot.plots.data import PlotData
 from hotspot.plots.diagnostics import confusion_scores
 from hotspot.plots.series import hotspot_series
+from hotspot.steps import plot
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.h5io import read_attrs, write_h5
 from hotspot.utils.labels import label_to_map, write_label_file

@@ -10,11 +10,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from test_lstm import make_tiny_scene, tiny_config, tiny_dates, trained_workdir  # noqa: E402
 
+from hotspot.hotspotApp import StepContext  # noqa: E402
 from hotspot.steps import lstm_bundle as lb  # noqa: E402
 from hotspot.steps import lstm_models as lm  # noqa: E402
 from hotspot.steps import lstm_spatial as lsp  # noqa: E402
 from hotspot.steps import predict  # noqa: E402
-from hotspot.hotspotApp import StepContext  # noqa: E402
 from hotspot.utils.errors import HotspotError  # noqa: E402
 from hotspot.utils.h5io import read_attrs  # noqa: E402
 from hotspot.utils.labels import read_pixel_label  # noqa: E402

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from hotspot import products
 from hotspot.steps import lstm_bundle as lb
 from hotspot.steps import lstm_models as lm
-from hotspot import products
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.h5io import read_attrs
 from hotspot.utils.labels import label_to_map, read_pixel_label, write_label_file
