@@ -2,6 +2,8 @@
 
   load_data -> covariogram -> tskm -> dbscan -> train_lstm -> predict -> dispersion -> plot
 
-and beside them the helpers of one step, named after it (dispersion_*.py, tskm_*.py,
-train_lstm_*.py, ...).  docs/architecture.md lists every module and the files they exchange.
+and beside them the helpers of the steps: tskm_*.py (tskm), train_lstm_sample.py and
+lstm_*.py (train_lstm, predict), dispersion_*.py, unwrap_check.py and amplitude_core.py
+(dispersion), export.py (plot), kernels/ (every numba kernel: tskm, covariogram).
+docs/architecture.md lists every module and the files the steps exchange.
 """
