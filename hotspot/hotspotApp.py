@@ -5,6 +5,8 @@ Each step lives in its own module exposing
     inputs(ctx)    files the step reads (for update mode)
     outputs(ctx)   files the step writes; the first one is an HDF5 file whose
                    root attributes hold the step's template keys
+    check_ready(ctx)   optional: raise HotspotError when the step cannot run correctly
+                   (stale inputs made by an earlier step), checked before update mode
 Modules are imported lazily so that `hotspotApp.py -H` does not load TensorFlow.
 """
 import importlib
@@ -94,6 +96,9 @@ def run_step(step, ctx, force=False):
     banner = f"******************** step - {step} ********************"
     ctx.log("\n" + banner)
     ctx.log(f"# {step_command(step, ctx)}")
+    check = getattr(module, "check_ready", None)
+    if check is not None:
+        check(ctx)
     if not force and is_up_to_date(step, module, ctx):
         outs = ", ".join(Path(p).name for p in module.outputs(ctx))
         ctx.log(f"update mode: {outs} newer than the inputs and made with the same "

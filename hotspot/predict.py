@@ -95,6 +95,35 @@ def outputs(ctx):
     return [ctx.path(OUTPUT_NAME[name]) for name in model_files(ctx)]
 
 
+def check_ready(ctx):
+    """Stop when the work directory's models are older than what train_lstm trains them on.
+
+    After dbscan is re-run (a new eps), model/*.keras still hold the old clusters: predict
+    would label the scene with them (measured: agreement 96 % -> 26 %). Models given with
+    hotspot.predict.modelFile are applied as they are (trained elsewhere on purpose).
+    Called by the workflow before update mode decides, and by run()."""
+    from hotspot import train_lstm
+    if ctx.config.get_path(KEY + "modelFile", ctx.workdir) is not None:
+        return
+    files = model_files(ctx)
+    models = [p for path in files.values() for p in (path, lm.sidecar_path(path)) if p.is_file()]
+    if not models:
+        return
+    trained_on = [p for p in train_lstm.inputs(ctx) if p.is_file()]
+    if not trained_on:
+        return
+    newest = max(trained_on, key=lambda p: p.stat().st_mtime)
+    oldest = min(models, key=lambda p: p.stat().st_mtime)
+    if newest.stat().st_mtime > oldest.stat().st_mtime:
+        from hotspot.hotspotApp import step_command
+        raise HotspotError(
+            f"{oldest}: the model is older than {newest.name}, one of the files train_lstm "
+            f"trains it on ({newest.name} was re-made after the model was trained); predict "
+            f"would label the scene with stale classes. Train again: "
+            f"{step_command(train_lstm.STEP, ctx)} (or set {KEY}modelFile to apply these "
+            "models anyway)")
+
+
 # ----------------------------------------------------------------- computation
 
 def predict_stack(bundles, stack_file, min_probability=0.5, batch_size=4096, max_memory=4.0,
@@ -229,6 +258,7 @@ def temporal_labels(ctx, bundle, filtered_file, info):
 def run(ctx):
     stack_file = ctx.path(STACK_FILE)
     info = read_info(stack_file)
+    check_ready(ctx)
     files = model_files(ctx)
     min_prob = ctx.config.get_float(KEY + "minProbability", min_value=0.0, max_value=1.0)
     batch = ctx.config.get_int(KEY + "batchSize", min_value=1)
