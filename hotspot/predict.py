@@ -140,7 +140,7 @@ def predict_stack(bundles, stack_file, min_probability=0.5, batch_size=4096, max
     (ModelBundle.prior_weights) before the argmax and the minProbability cut.
     """
     temporal = temporal or {}
-    from mintpy.utils import ptime
+    from hotspot.utils.progress import progress_bar
     info = read_info(stack_file)
     weights = {name: lm.check_dates(b, info.dates, str(stack_file)) for name, b in bundles.items()}
     out = {name: (np.zeros(info.num_pixel, dtype=np.int32),
@@ -157,7 +157,7 @@ def predict_stack(bundles, stack_file, min_probability=0.5, batch_size=4096, max
     log(f"predict {', '.join(bundles)} on {info.num_pixel} pixels x {info.num_date} epochs "
         f"in blocks of {size} pixels")
     names = list(lm.STACK_STATIC) + ["longitude", "latitude"]
-    prog = ptime.progressBar(maxValue=info.num_pixel)
+    prog = progress_bar(maxValue=info.num_pixel)
     import h5py
     sources = {b.prep.series_source for b in bundles.values()}
     if "filtered" in sources and filtered_file is None:

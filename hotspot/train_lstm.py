@@ -62,6 +62,7 @@ COVARIOGRAM_FILE = "covariogram.h5"
 MODEL_DIR = "model"
 BALANCE_RATIO = 10          # largest / smallest class above which the sample is balanced
 VALIDATION_FRACTION = 0.1
+EPOCH_LOG_EVERY = 10        # epochs between two progress lines of a fit
 KEY = "hotspot.train_lstm."
 
 
@@ -82,7 +83,7 @@ class TrainSettings:
     series: str = "auto"            # displacement / filtered; auto: resolved by run()
     num_reference: int = 200_000
     seed: int = 0
-    verbose: int = 2
+    verbose: int = 0                # keras' own epoch lines; EPOCH_LOG_EVERY lines instead
 
 
 def model_names(config, key=KEY + "model"):
@@ -390,11 +391,11 @@ def fit_model(name, sample, train, settings, dates, class_id, twin_group, rng, l
         return bundle.inputs(sample.disp[rows], sample.static[rows], self_index=ref_pos[rows],
                              temporal=None if sample.temporal is None else sample.temporal[rows])
 
-    kwargs = {}
+    kwargs = {"callbacks": [epoch_logger(name, settings.epochs, log)]}
     if use_val:
         kwargs["validation_data"] = (model_inputs(val_rows), y[val_rows])
-        kwargs["callbacks"] = [keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=settings.patience, restore_best_weights=True)]
+        kwargs["callbacks"].append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=settings.patience, restore_best_weights=True))
     t0 = time.time()
     hist = model.fit(model_inputs(fit_rows), y[fit_rows], epochs=settings.epochs,
                      batch_size=settings.batch_size, shuffle=True, verbose=settings.verbose,
@@ -408,6 +409,24 @@ def fit_model(name, sample, train, settings, dates, class_id, twin_group, rng, l
     log(f"{name}: {len(history.get('loss', []))} epochs in {seconds:.1f} s "
         f"({fit_rows.size} training, {val_rows.size} validation pixels)")
     return bundle, history, seconds
+
+
+def epoch_logger(name, epochs, log=print, every=EPOCH_LOG_EVERY):
+    """Keras callback: one line every `every` epochs (keras' verbose output is two lines per
+    epoch, ~120 lines per train_lstm run)."""
+    keras = lm._keras()
+
+    class EpochLog(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            done = epoch + 1
+            if done % every and done != epochs:
+                return
+            logs = logs or {}
+            parts = [f"{k} {logs[k]:.4g}" for k in ("loss", "accuracy", "val_loss", "val_accuracy")
+                     if k in logs]
+            log(f"{name}: epoch {done}/{epochs}: {', '.join(parts)}")
+
+    return EpochLog()
 
 
 def evaluate(bundle, sample, test, batch_size=4096):

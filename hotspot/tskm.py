@@ -599,7 +599,7 @@ def _read_block(stack_file, start, stop):
 def assign_stack(stack_file, params, max_memory, cluster="none", num_worker="4",
                  config_name=None, log=print):
     """Labels and distances of every pixel of the stack, block by block or with dask."""
-    from mintpy.utils import ptime
+    from hotspot.utils.progress import progress_bar
     info = read_info(stack_file)
     n = info.num_pixel
     # float32 read + float64 mm copy + float32 copy + (pixel x k) tables: ~6 values per epoch
@@ -629,7 +629,7 @@ def assign_stack(stack_file, params, max_memory, cluster="none", num_worker="4",
         return labels[0], dist[0]
     labels = np.empty(n, dtype=np.int32)
     dist = np.empty(n, dtype=np.float32)
-    bar = ptime.progressBar(maxValue=n)
+    bar = progress_bar(maxValue=n)
     t0 = time.time()
     for s, e in iter_blocks(n, block):
         labels[s:e], dist[s:e] = assign_rows(_read_block(stack_file, s, e), params)
