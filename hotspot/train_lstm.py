@@ -542,6 +542,8 @@ def train(stack_file, labels, settings, tskm=None, block_size=None, log=print,
 def write_results(path, results, attrs):
     """trainLSTM.h5 (layout in the module docstring), atomically."""
     import h5py
+
+    from hotspot.utils.units import set_units
     sample, masks = results["sample"], results["masks"]
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
@@ -575,6 +577,7 @@ def write_results(path, results, attrs):
                 m.attrs["TRAIN_TIME_S"] = total
                 m.attrs["SAVED_SPLIT"] = res["saved_split"]
                 m.attrs["MODEL_FILE"] = f"{MODEL_DIR}/{name}.keras"
+            set_units(f)
     return Path(path)
 
 

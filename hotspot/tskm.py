@@ -717,4 +717,5 @@ def write_output(path, stack_file, info, est, labels, dist, sample_idx, settings
     }
     attrs.update(step_attrs)
     return write_label_file(path, labels, stack_file, name="label", datasets=datasets,
-                            attrs=attrs)
+                            attrs=attrs, units={"centroid": attrs["CENTROID_UNIT"],
+                                                "pixelDistance": attrs["DISTANCE_UNIT"]})
