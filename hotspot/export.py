@@ -64,8 +64,7 @@ FIELDS = {
     "footprint_area_km2": ("km2", "sum of the pixels' own footprints: pixel count x cell area "
                            "(grids), or point count x (median point spacing)^2 (points): the "
                            "area measured. For persistent scatterers crowded along buildings "
-                           "(median spacing 3 m) it is far below area_km2 (54x on the EGMS "
-                           "burst of the README)"),
+                           "(median spacing 3 m) it can be tens of times below area_km2"),
     "std_distance_km": ("km", "standard distance S_d of the pixel positions (paper, eq. 7)"),
     "ellipse_center_lon": ("degrees", "deviational ellipse centre, longitude (WGS84)"),
     "ellipse_center_lat": ("degrees", "deviational ellipse centre, latitude (WGS84)"),
