@@ -50,6 +50,7 @@ DATASET_UNITS = {
     "parentTemporalCluster": "1",
     "numPixel": "1",
     "numMerged": "1",
+    "numPixelEffective": "1",
     "mergedCluster": "1",
     "areaKm2": "km2",
     "standardDistance": "km",
