@@ -131,14 +131,33 @@ def test_numba_cache_dir_set_by_the_user_is_kept(tmp_path):
                                           ("hotspot.cli.demo", "-h")])
 def test_console_scripts_start(module, flag, tmp_path):
     """Every console script of [project.scripts] starts (the entry point exists and its module
-    imports); run through the installed script when it is on PATH and belongs to this tree."""
+    imports). In a venv where this tree is installed (the README's `pip install . && ...`
+    then `pip install -e ".[test]"`), the installed script itself is run: a stale
+    site-packages/hotspot left by the first install made every script fail there."""
     scripts = _pyproject()["project"]["scripts"]
     name = next(n for n, target in scripts.items() if target == f"{module}:main")
-    env = dict(os.environ, PYTHONPATH=str(REPO), XDG_CACHE_HOME=str(tmp_path))
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path))
     env.pop("NUMBA_CACHE_DIR", None)
-    code = f"import sys; sys.argv[0] = {name!r}; from {module} import main; main()"
-    out = subprocess.run([sys.executable, "-c", code, flag], env=env, capture_output=True,
-                         text=True, timeout=120, cwd=tmp_path)
+    installed = Path(sys.executable).parent / name
+    if installed.is_file() and _installed_from_this_tree():
+        cmd = [str(installed), flag]
+    else:
+        env["PYTHONPATH"] = str(REPO)
+        code = f"import sys; sys.argv[0] = {name!r}; from {module} import main; main()"
+        cmd = [sys.executable, "-c", code, flag]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip()
     assert "Traceback" not in out.stderr
+
+
+def _installed_from_this_tree():
+    """True when this interpreter's `hotspot` distribution was installed from this source tree
+    (pip's direct_url.json), editable or not."""
+    import json
+    try:
+        text = importlib.metadata.distribution("hotspot").read_text("direct_url.json")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    url = json.loads(text or "{}").get("url", "")
+    return url.startswith("file://") and Path(url[len("file://"):]).resolve() == REPO
