@@ -75,3 +75,26 @@ def test_train_and_predict_log_is_quiet_and_short(tmp_path):
     assert len(lines) < 70, len(lines)
     assert sum("epoch 10/12" in line for line in lines) == 4
     assert any(re.match(r"\s*100 % 600/600", line) for line in lines)
+
+
+def test_startup_noise_written_to_fd2_is_dropped_and_the_rest_kept(capfd):
+    from hotspot.utils.quiet import filtered_stderr
+    with filtered_stderr():
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are "
+                    b"written to STDERR\n")
+        os.write(2, b"I0000 00:00:1 port.cc:153] oneDNN custom operations are on. You may see\n")
+        os.write(2, b"a real problem\n")
+    err = capfd.readouterr().err
+    assert err == "a real problem\n"
+
+
+def test_retracing_warning_filtered(caplog):
+    import logging
+    from hotspot.utils.quiet import _DropRetracing
+    logger = logging.getLogger("hotspot-test-tf")
+    logger.addFilter(_DropRetracing())
+    with caplog.at_level(logging.WARNING, logger="hotspot-test-tf"):
+        logger.warning("5 out of the last 5 calls to <function f at 0x1> triggered tf.function "
+                       "retracing. Tracing is expensive")
+        logger.warning("something else")
+    assert [r.getMessage() for r in caplog.records] == ["something else"]

@@ -62,12 +62,11 @@ class _DropRetracing(logging.Filter):
 
 def import_keras():
     """keras (and its backend) imported without the start-up noise; the module."""
-    if "keras" in sys.modules:
-        return sys.modules["keras"]
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with filtered_stderr():
-        import keras
+    if "keras" not in sys.modules:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        with filtered_stderr():
+            import keras  # noqa: F401
     logger = logging.getLogger("tensorflow")
     if not any(isinstance(f, _DropRetracing) for f in logger.filters):
         logger.addFilter(_DropRetracing())
-    return keras
+    return sys.modules["keras"]
