@@ -32,10 +32,7 @@ RETRACING = re.compile(r"triggered tf\.function retracing")
 def filtered_stderr(patterns=STARTUP_NOISE):
     """Capture descriptor 2 (C/C++ writes included) and pass on the lines matching none of
     patterns when the block ends."""
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, ValueError, OSError):
-        fd = 2
+    fd = 2                          # where C/C++ code writes, whatever sys.stderr is
     sys.stderr.flush()
     saved = os.dup(fd)
     with tempfile.TemporaryFile() as tmp:
