@@ -630,10 +630,9 @@ def assign_stack(stack_file, params, max_memory, cluster="none", num_worker="4",
     labels = np.empty(n, dtype=np.int32)
     dist = np.empty(n, dtype=np.float32)
     bar = progress_bar(maxValue=n)
-    t0 = time.time()
     for s, e in iter_blocks(n, block):
         labels[s:e], dist[s:e] = assign_rows(_read_block(stack_file, s, e), params)
-        bar.update(e, suffix=f"pixels assigned ({time.time() - t0:.0f} s)")
+        bar.update(e, suffix=f"{e}/{n} pixels assigned")
     bar.close()
     return labels, dist
 
