@@ -103,7 +103,7 @@ def test_numba_cache_goes_to_a_user_cache_dir_not_the_package(tmp_path):
     cache = tmp_path / "home" / ".cache"
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
     env.update(XDG_CACHE_HOME=str(cache), PYTHONPATH=str(REPO))
-    code = ("import numpy as np; from hotspot import kernels; import numba; "
+    code = ("import numpy as np; from hotspot.steps.kernels import dtw as kernels; import numba; "
             "print(numba.config.CACHE_DIR); "
             "a = np.random.default_rng(0).normal(size=(3, 12)); "
             "print(kernels.exact_cost(a[0], a[1], 12, True, 0.01))")

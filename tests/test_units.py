@@ -62,7 +62,7 @@ def test_every_velocity_and_length_has_a_physical_unit():
 
 
 def test_every_export_field_has_a_unit_and_a_description():
-    from hotspot.export import COLUMNS, FIELDS
+    from hotspot.steps.export import COLUMNS, FIELDS
     for _, column, scale in COLUMNS:
         unit, text = FIELDS[column]
         assert unit and len(text) > 10, column

@@ -2,8 +2,9 @@
 import numpy as np
 from matplotlib.patches import Patch
 
+from hotspot import products
 from hotspot.plots.common import M_TO_MM, new_figure, read_datasets, save_figure
-from hotspot.train_lstm import VALIDATION_FRACTION
+from hotspot.steps.train_lstm import VALIDATION_FRACTION
 from hotspot.utils.h5io import open_h5, read_attrs
 
 HISTORY_NAMES = ("loss", "val_loss", "accuracy", "val_accuracy")
@@ -12,7 +13,7 @@ REJECTED_BAR = "0.7"
 
 
 def plot_covariogram(data, out):
-    path = data.path("covariogram.h5")
+    path = data.path(products.COVARIOGRAM)
     d = read_datasets(path, ["distance", "covariance"], optional=["pairCount", "modelCovariance"])
     attrs = read_attrs(path)
     fig = new_figure(7, 5)
@@ -53,7 +54,7 @@ def plot_covariogram(data, out):
 
 
 def plot_silhouette(data, out):
-    path = data.path("clusterTSKM.h5")
+    path = data.path(products.TSKM)
     d = read_datasets(path, ["silhouetteK", "silhouetteScore"])
     chosen = read_attrs(path).get("NUM_CLUSTER")
     k = np.asarray(d["silhouetteK"], dtype=int)
@@ -137,7 +138,7 @@ def confusion_scores(matrix, count=None, attrs=None):
 
 
 def plot_confusion(data, model, out):
-    entry = read_training(data.path("trainLSTM.h5"))[model]
+    entry = read_training(data.path(products.TRAIN))[model]
     known = ["random", "block"]
     splits = sorted(entry["confusion"], key=lambda k: (known.index(k) if k in known else 2, k))
     fig = new_figure(5.2 * len(splits) + 0.8, 5)
@@ -181,7 +182,7 @@ def plot_training(data, model, out):
     the training curve even for the blocked split; the split's real score is the accuracy on
     its test pixels, drawn as a horizontal line (blocked split, medium scene: validation
     98.5 %, test 58 %)."""
-    entry = read_training(data.path("trainLSTM.h5"))[model]
+    entry = read_training(data.path(products.TRAIN))[model]
     hist = entry["history"]
     fig = new_figure(10, 4.6)
     ax_loss, ax_acc = fig.subplots(1, 2)
@@ -220,7 +221,7 @@ def plot_training(data, model, out):
 
 
 def plot_standard_distance(data, out):
-    path = data.path("dispersion.h5")
+    path = data.path(products.DISPERSION)
     d = read_datasets(path, ["clusterId", "standardDistance"],
                       optional=["isHotspot", "isSignificant", "hotspotId", "numPixel"])
     limit = read_attrs(path).get("MAX_STANDARD_DISTANCE_KM")
