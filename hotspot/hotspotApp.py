@@ -6,6 +6,8 @@ Each step lives in its own module exposing
     outputs(ctx)   files the step writes; every HDF5 one holds the step's template keys
                    as root attributes, and the step writes its other files (models,
                    figures, exports) before its HDF5 ones (update mode relies on both)
+    check_ready(ctx)   optional: raise HotspotError when the step cannot run correctly
+                   (stale inputs made by an earlier step), checked before update mode
 Modules are imported lazily so that `hotspotApp.py -H` does not load TensorFlow.
 """
 import importlib
@@ -127,6 +129,9 @@ def run_step(step, ctx, force=False):
     ctx.log("\n" + banner)
     ctx.log(f"# {step_command(step, ctx)}")
     prepare_outputs(step, module, ctx)
+    check = getattr(module, "check_ready", None)
+    if check is not None:
+        check(ctx)
     if not force and is_up_to_date(step, module, ctx):
         outs = ", ".join(Path(p).name for p in module.outputs(ctx))
         ctx.log(f"update mode: {outs} newer than the inputs and made with the same "

@@ -308,3 +308,84 @@ def test_mintpy_view_renders_label_files(tmp_path, options):
         view.main([str(tmp_path / name), dset, *options, "--lalo-label", "--noverbose",
                    "--nodisplay", "-o", str(out)])
         _check_png(out)
+
+
+# ----------------------------------------------------------------- figure contents (issue 14)
+
+def _figures(monkeypatch, module):
+    """Capture the Figure objects a plot module saves."""
+    figs = []
+    monkeypatch.setattr(module, "save_figure", lambda fig, out, dpi: figs.append(fig) or out)
+    return figs
+
+
+def test_training_curve_says_validation_is_not_the_test_score(tmp_path, monkeypatch):
+    """Blocked split: validation 98.5 % (early-stopping pixels from the training side) while the
+    held-out tiles score 58 %: the figure must show both, each named."""
+    from hotspot.plots import diagnostics
+    build_workdir(tmp_path, files={"trainLSTM.h5"})
+    with h5py.File(tmp_path / "trainLSTM.h5", "a") as f:
+        f["lstm/random"].attrs["ACCURACY"] = 0.97
+        f["lstm/block"].attrs["ACCURACY"] = 0.58
+    figs = _figures(monkeypatch, diagnostics)
+    diagnostics.plot_training(PlotData(workdir=tmp_path, dpi=50), "lstm", tmp_path / "t.png")
+    ax_acc = figs[0].axes[1]
+    labels = {line.get_label(): line for line in ax_acc.get_lines()}
+    test = labels["block split, TEST accuracy (held-out tiles): 58.0 %"]
+    assert np.allclose(test.get_ydata(), 0.58)
+    assert "random split, TEST accuracy (random half of the sample): 97.0 %" in labels
+    assert "block split, validation (10 % of training pixels)" in labels
+    legend = [t.get_text() for t in ax_acc.get_legend().get_texts()]
+    assert "block split, TEST accuracy (held-out tiles): 58.0 %" in legend
+
+
+def test_standard_distance_legend_colours_match_the_bars(tmp_path, monkeypatch):
+    from matplotlib.colors import to_rgba
+    from hotspot.plots import diagnostics
+    build_workdir(tmp_path, files={"dispersion.h5"})
+    figs = _figures(monkeypatch, diagnostics)
+    diagnostics.plot_standard_distance(PlotData(workdir=tmp_path, dpi=50), tmp_path / "s.png")
+    ax = figs[0].axes[0]
+    bars = ax.patches[:3]                                  # clusters 1, 2 (hotspots), 3
+    handles = {t.get_text(): h for t, h in zip(ax.get_legend().get_texts(),
+                                                ax.get_legend().legend_handles)}
+    assert to_rgba(bars[0].get_facecolor()) == to_rgba(bars[1].get_facecolor())
+    assert to_rgba(handles["hotspot"].get_facecolor()) == to_rgba(bars[0].get_facecolor())
+    assert (to_rgba(handles["widespread / rejected"].get_facecolor())
+            == to_rgba(bars[2].get_facecolor()))
+
+
+def test_masked_pixels_have_a_legend_entry(tmp_path, monkeypatch):
+    """The grid scene masks ~10 % of its cells (not in the stack): drawn blank, named."""
+    from hotspot.plots import maps
+    from hotspot.plots.common import MASKED_TEXT
+    build_workdir(tmp_path, files={"clusterDBSCAN.h5", "hotspot.h5"})
+    figs = _figures(monkeypatch, maps)
+    data = PlotData(workdir=tmp_path, dpi=50)
+    maps.plot_label_map(data, "clusterDBSCAN.h5", tmp_path / "l.png")
+    maps.plot_velocity_hotspots(data, tmp_path / "v.png")
+    label_texts = [t.get_text() for t in figs[0].legends[0].get_texts()]
+    assert MASKED_TEXT in label_texts
+    assert MASKED_TEXT in [t.get_text() for t in figs[1].axes[0].get_legend().get_texts()]
+
+
+def test_points_without_gaps_have_no_masked_entry(tmp_path, monkeypatch):
+    from hotspot.plots import maps
+    from hotspot.plots.common import MASKED_TEXT
+    build_workdir(tmp_path, grid=False, files={"clusterDBSCAN.h5"})
+    figs = _figures(monkeypatch, maps)
+    maps.plot_label_map(PlotData(workdir=tmp_path, dpi=50), "clusterDBSCAN.h5", tmp_path / "l.png")
+    assert MASKED_TEXT not in [t.get_text() for t in figs[0].legends[0].get_texts()]
+
+
+def test_cluster_colours_do_not_repeat_beyond_20():
+    from matplotlib.colors import to_rgba
+    from hotspot.plots.common import NOISE_COLOR, cluster_color
+    colors = [tuple(np.round(cluster_color(i), 6)) for i in range(1, 3001)]
+    assert len(set(colors)) == len(colors)
+    assert tuple(np.round(to_rgba(NOISE_COLOR), 6)) not in colors
+    assert cluster_color(7) == cluster_color(7)              # stable across figures
+    # the first 60 are matplotlib's qualitative colours, visibly different from each other
+    first = np.array([cluster_color(i)[:3] for i in range(1, 61)])
+    gaps = np.linalg.norm(first[:, None] - first[None], axis=-1) + np.eye(60)
+    assert gaps.min() > 0.03

@@ -171,3 +171,34 @@ def test_sidecar_keeps_sample_and_scene_class_frequencies(trained):
         assert len(bundle.train_prior) == len(bundle.class_id)
         assert sum(bundle.train_prior) == pytest.approx(1.0)
         np.testing.assert_allclose(bundle.scene_prior, class_frequency(bundle.class_id, dbscan))
+
+
+def test_models_older_than_their_labels_stop_predict(trained, tmp_path):
+    """dbscan re-run (new clusters) after train_lstm: predict must not label the scene with the
+    old models (issue 14: agreement 96 % -> 26 %, silently), in update mode neither."""
+    from hotspot.hotspotApp import run_step
+    from hotspot.utils.labels import write_label_file
+    work = tmp_path / "work"
+    shutil.copytree(trained.workdir, work)            # copy2: the trained files keep their times
+    ctx = StepContext(workdir=work, config=trained.config)
+    predict.run(ctx)                                  # current models: fine
+    dbscan = read_pixel_label(work / "clusterDBSCAN.h5")
+    relabelled = np.where(dbscan == 2, 4, np.where(dbscan == 4, 2, dbscan))
+    write_label_file(work / "clusterDBSCAN.h5", relabelled, work / "hotspotStack.h5")
+    later = os.stat(work / "clusterDBSCAN.h5").st_mtime + 60
+    for path in predict.outputs(ctx):                 # predict's outputs look up to date
+        os.utime(path, (later, later))
+    for call in (lambda: predict.run(ctx), lambda: run_step("predict", ctx)):
+        with pytest.raises(HotspotError) as err:
+            call()
+        msg = str(err.value)
+        assert "model/lstm" in msg and "older than clusterDBSCAN.h5" in msg
+        assert "--dostep train_lstm" in msg
+    # retrained (here: the models made newer than their inputs) -> predict runs again
+    for path in (work / "model").iterdir():
+        os.utime(path, (later + 1, later + 1))
+    run_step("predict", ctx, force=True)
+    # models given explicitly are applied as they are
+    cfg = tiny_config(**{"hotspot.predict.modelFile": str(work / "model" / "lstm.keras")})
+    os.utime(work / "clusterDBSCAN.h5", (later + 2, later + 2))
+    predict.check_ready(StepContext(workdir=work, config=cfg))

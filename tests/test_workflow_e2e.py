@@ -73,6 +73,12 @@ def test_full_pipeline_mintpy(scene, capsys):
                  "clusterLSTM.h5", "clusterLSTMP.h5", "dispersion.h5", "hotspot.h5",
                  "hotspot.geojson", "hotspot.kmz", "hotspot.csv", "pic/hotspot_summary.png"):
         assert (work / name).is_file() and (work / name).stat().st_size > 0, name
+    # every numeric dataset of every HDF5 product names its unit (MintPy's UNIT attribute)
+    from test_units import float_datasets_without_unit
+    for path in sorted(work.glob("*.h5")):
+        if path.name not in ("timeseries.h5", "velocity.h5", "temporalCoherence.h5",
+                             "maskTempCoh.h5", "hotspotTruth.h5"):
+            assert float_datasets_without_unit(path) == [], path.name
     # label rasters live on the MintPy grid
     with h5py.File(work / "hotspot.h5", "r") as f, h5py.File(work / "velocity.h5", "r") as v:
         assert f["hotspot"].shape == v["velocity"].shape

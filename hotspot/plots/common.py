@@ -29,19 +29,45 @@ MAX_SCATTER_POINTS = 200_000
 MAX_LEGEND_ENTRIES = 20
 
 
-def cluster_color(cluster_id):
-    """RGBA of a cluster id: the same id gets the same colour in every figure.
+def _palette():
+    """Distinct colours for cluster ids 1, 2, ...: tab20 (dark shades first, so ids 1-10 are
+    the strong tab10-like colours), then tab20b and tab20c: 60 colours, none repeated and
+    none the noise grey."""
+    from matplotlib import colormaps
+    tab20 = colormaps["tab20"].colors
+    colors = [tab20[i] for i in list(range(0, 20, 2)) + list(range(1, 20, 2))]
+    colors += list(colormaps["tab20b"].colors) + list(colormaps["tab20c"].colors)
+    noise = to_rgba(NOISE_COLOR)
+    out = []
+    for c in colors:
+        rgba = to_rgba(c)
+        if rgba not in out and rgba != noise:
+            out.append(rgba)
+    return out
 
-    tab20 with the dark shades first (even indices) so that ids 1-10 are the
-    strong tab10-like colours; ids beyond 20 repeat the cycle.
+
+PALETTE = _palette()
+GOLDEN = 0.6180339887498949
+
+
+def cluster_color(cluster_id):
+    """RGBA of a cluster id: the same id gets the same colour in every figure, and no two ids
+    share one (a scene has hundreds of clusters: tab20 alone repeated every 20).
+
+    Ids beyond the 60-colour palette walk the hue circle by the golden ratio (neighbouring
+    ids far apart in hue) with saturation and value cycling through 3 x 2 levels.
     """
     cid = int(cluster_id)
     if cid <= 0:
         return to_rgba(NOISE_COLOR)
-    from matplotlib import colormaps
-    tab20 = colormaps["tab20"].colors
-    order = list(range(0, 20, 2)) + list(range(1, 20, 2))
-    return to_rgba(tab20[order[(cid - 1) % 20]])
+    if cid <= len(PALETTE):
+        return PALETTE[cid - 1]
+    from matplotlib.colors import hsv_to_rgb
+    k = cid - len(PALETTE)
+    hue = (k * GOLDEN) % 1.0
+    sat = (0.95, 0.7, 0.5)[k % 3]
+    val = (0.85, 0.6)[(k // 3) % 2]
+    return tuple(float(v) for v in hsv_to_rgb((hue, sat, val))) + (1.0,)
 
 
 def label_colormap(ids):
@@ -55,9 +81,19 @@ def label_colormap(ids):
     return cmap, BoundaryNorm(bounds, cmap.N)
 
 
-def label_legend(fig, ids, counts=None, noise_text="0: measured, no cluster", prefix=""):
+MASKED_TEXT = "no data / masked (blank)"
+
+
+def masked_handle():
+    """Legend entry of the pixels drawn blank: masked or not measured (label -1)."""
+    return Patch(facecolor="white", edgecolor="0.5", label=MASKED_TEXT)
+
+
+def label_legend(fig, ids, counts=None, noise_text="0: measured, no cluster", prefix="",
+                 masked=False):
     """Categorical legend right of the map, limited to MAX_LEGEND_ENTRIES entries.
 
+    masked: some pixels of the map are blank (masked, no data): they get an entry too.
     A figure legend at an 'outside' location is the one constrained layout
     reserves room for; an axes legend anchored outside a fixed-aspect map gets
     clipped.
@@ -65,6 +101,8 @@ def label_legend(fig, ids, counts=None, noise_text="0: measured, no cluster", pr
     handles = []
     ids = sorted(int(i) for i in ids if int(i) >= 0)
     shown = [i for i in ids if i > 0][:MAX_LEGEND_ENTRIES]
+    if masked:
+        handles.append(masked_handle())
     if 0 in ids:
         handles.append(Patch(facecolor=NOISE_COLOR, edgecolor="none", label=noise_text))
     for i in shown:
@@ -75,7 +113,7 @@ def label_legend(fig, ids, counts=None, noise_text="0: measured, no cluster", pr
     more = len([i for i in ids if i > 0]) - len(shown)
     if more > 0:
         handles.append(Patch(facecolor="white", edgecolor="none",
-                             label=f"... {more} more (colours repeat)"))
+                             label=f"... {more} more"))
     if handles:
         fig.legend(handles=handles, loc="outside right upper", fontsize="small", frameon=False)
 
@@ -102,6 +140,13 @@ class MapGeometry:
     def lat0(self):
         finite = self.lat[np.isfinite(self.lat)]
         return float(finite.mean()) if finite.size else 0.0
+
+    def has_blank(self, values=None):
+        """True when the map shows blank cells: grid cells outside the stack (masked), or
+        pixels whose value is not finite (no data)."""
+        if values is not None and not np.all(np.isfinite(np.asarray(values, dtype=float))):
+            return True
+        return self.mode == "image" and self.lon.size < self.shape[0] * self.shape[1]
 
     def to_raster(self, values, fill=np.nan, dtype=np.float32):
         """Per-pixel values -> the decimated source raster (image mode).

@@ -6,8 +6,8 @@ from matplotlib.lines import Line2D
 
 from hotspot import products
 from hotspot.plots.common import (KM_PER_DEG, cluster_color, draw_values, format_map_axes,
-                                  label_colormap, label_counts, label_legend, new_figure,
-                                  read_datasets, save_figure)
+                                  label_colormap, label_counts, label_legend, masked_handle,
+                                  new_figure, read_datasets, save_figure)
 from hotspot.utils.labels import NO_DATA
 
 VELOCITY_CMAP = "RdBu"   # negative (away from the satellite, e.g. subsidence) in red
@@ -28,6 +28,8 @@ def draw_velocity(fig, ax, data, alpha=1.0):
     im = draw_values(ax, data.geometry, vel, VELOCITY_CMAP, vmin=-lim, vmax=lim, alpha=alpha)
     cbar = fig.colorbar(im, ax=ax, shrink=0.85, extend="both")
     cbar.set_label("LOS velocity (mm/yr)")
+    if data.geometry.has_blank(vel):
+        ax.legend(handles=[masked_handle()], loc="lower right", fontsize="small", framealpha=0.85)
     return im
 
 
@@ -104,7 +106,8 @@ def plot_label_map(data, label_file, out):
     source, noun = LABEL_TITLES.get(label_file, (label_file, "cluster"))
     format_map_axes(ax, data.geometry, f"{source}: {n} {noun}{'s' if n != 1 else ''}")
     label_legend(fig, ids, counts, prefix="H" if hot else "cluster ",
-                 noise_text="not a hotspot" if hot else "0: measured, no cluster")
+                 noise_text="not a hotspot" if hot else "0: measured, no cluster",
+                 masked=data.geometry.has_blank(values))
     return save_figure(fig, out, data.dpi)
 
 

@@ -308,7 +308,9 @@ def simulate_scene(outdir, preset="small", difficulty="easy", seed=0, num_date=N
 
     Returns a dict name -> Path of the files written.
     """
-    from mintpy.utils import ptime, writefile
+    from mintpy.utils import writefile
+
+    from hotspot.utils.progress import progress_bar
     vprint = print if print_msg else (lambda *a, **k: None)
     outdir = Path(outdir)
     scene = Scene(preset, difficulty, seed, num_date)
@@ -359,7 +361,7 @@ def simulate_scene(outdir, preset="small", difficulty="easy", seed=0, num_date=N
         # whole chunks per write: a partial-chunk write would read-modify-write each chunk
         depth = _chunk_depth(ts_tmp)
         buf = np.empty((depth, length, width), dtype=np.float32)
-        prog = ptime.progressBar(maxValue=num_date, prefix="epochs ", print_msg=print_msg)
+        prog = progress_bar(maxValue=num_date, prefix="epochs ", print_msg=print_msg)
         t0 = 0
         for t, disp in scene.epochs():
             sum_d += disp

@@ -178,7 +178,7 @@ def read_sample(stack_file, max_pixel, seed, max_memory, log=print):
     anomaly: float32 (M, T), each series minus its temporal mean; pixels with a NaN
     epoch or position are dropped.
     """
-    from mintpy.utils import ptime
+    from hotspot.utils.progress import progress_bar
     info = read_info(stack_file)
     n, t = info.num_pixel, info.num_date
     rng = np.random.default_rng(seed)
@@ -190,7 +190,7 @@ def read_sample(stack_file, max_pixel, seed, max_memory, log=print):
     size = block_size(t, 0.5 * max_memory, copies=4, cap=250_000)
     log(f"read {pick.size} of {n} pixels x {t} epochs from {stack_file} "
         f"in blocks of {size} pixels")
-    bar = ptime.progressBar(maxValue=n)
+    bar = progress_bar(maxValue=n)
     with open_h5(stack_file) as f:
         dset = f["displacement"]
         for start, stop in iter_blocks(n, size):
@@ -316,7 +316,7 @@ def empirical_covariogram(lon, lat, anomaly, num_pair, bin_size, max_distance, s
     block_sums (3, B, nbin): per spatial block of the anchor pixel, the sum, sum of
     squares and number of the pair covariances, for the jackknife).
     """
-    from mintpy.utils import ptime
+    from hotspot.utils.progress import progress_bar
     rng = np.random.default_rng(seed)
     sampler = PairSampler(lon, lat, bin_size, max_distance, rng)
     nb = sampler.num_bin
@@ -326,7 +326,7 @@ def empirical_covariogram(lon, lat, anomaly, num_pair, bin_size, max_distance, s
     done, tried = 0, 0
     log(f"covariance of {num_pair} pixel pairs within {max_distance} km "
         f"({nb} bins of {bin_size} km, {lon.size} sampled pixels)")
-    bar = ptime.progressBar(maxValue=num_pair)
+    bar = progress_bar(maxValue=num_pair)
     t0, first_chunk = time.time(), True
     while done < num_pair:
         accept = done / tried if tried else 1.0

@@ -130,7 +130,7 @@ def _majority(index, num_cluster, temporal_label, labelled):
 
 def _timeseries_pass(stack_file, info, pixel_cluster, num_cluster, ring, max_memory, rng):
     """One blockwise pass: cluster and ring sums, percentile samples."""
-    from mintpy.utils import ptime
+    from hotspot.utils.progress import progress_bar
     n, t = info.num_pixel, info.num_date
     labelled = pixel_cluster >= 0
     # seeded subsample of each cluster's rows for the percentiles, bounded by memory
@@ -154,7 +154,7 @@ def _timeseries_pass(stack_file, info, pixel_cluster, num_cluster, ring, max_mem
     gram = np.zeros((6 * num_ring, t))
     in_ring = np.asarray(first.sum(axis=0)).ravel() > 0
     size = block_size(t, max_memory, bytes_per_value=8, copies=4)
-    bar = ptime.progressBar(maxValue=num_blocks(n, size), prefix="dispersion: ")
+    bar = progress_bar(maxValue=num_blocks(n, size), prefix="dispersion: ")
     with open_h5(stack_file) as f:
         dset = require_dataset(f, "displacement", stack_file)
         for i, (start, stop) in enumerate(iter_blocks(n, size)):

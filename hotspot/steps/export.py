@@ -54,6 +54,39 @@ COLUMNS = [
     ("pValue", "p_value", None),
     ("pValueVelocity", "p_value_velocity", None),
 ]
+# unit and meaning of every exported field (the README's output table; hotspot.geojson
+# carries it as the foreign member "fields")
+FIELDS = {
+    "id": ("1", "hotspot id, as in hotspot.h5 (H1, H2, ... in the figures)"),
+    "parent_cluster": ("1", "cluster id of the label file dispersion read"),
+    "parent_temporal_cluster": ("1", "tskm cluster most of its pixels belong to"),
+    "num_merged_clusters": ("1", "clusters merged into this hotspot (1 = none)"),
+    "num_pixel": ("1", "pixels (grids) or points in the hotspot"),
+    "footprint_area_km2": ("km2", "sum of the pixels' own footprints: pixel count x cell area "
+                           "(grids), or point count x (median point spacing)^2 (points): the "
+                           "area measured. For persistent scatterers crowded along buildings "
+                           "(median spacing 3 m) it can be tens of times below area_km2"),
+    "std_distance_km": ("km", "standard distance S_d of the pixel positions (paper, eq. 7)"),
+    "ellipse_center_lon": ("degrees", "deviational ellipse centre, longitude (WGS84)"),
+    "ellipse_center_lat": ("degrees", "deviational ellipse centre, latitude (WGS84)"),
+    "ellipse_semi_major_km": ("km", "deviational ellipse semi-major axis (1 sigma)"),
+    "ellipse_semi_minor_km": ("km", "deviational ellipse semi-minor axis (1 sigma)"),
+    "ellipse_angle_deg_ccw_from_east": ("degrees", "major axis angle, counter-clockwise from "
+                                        "east"),
+    "mean_velocity_mm_yr": ("mm/year", "mean LOS velocity of its pixels (negative = away from "
+                            "the satellite)"),
+    "std_velocity_mm_yr": ("mm/year", "standard deviation of its pixels' LOS velocity"),
+    "min_velocity_mm_yr": ("mm/year", "lowest LOS velocity of its pixels"),
+    "max_velocity_mm_yr": ("mm/year", "highest LOS velocity of its pixels"),
+    "mean_coherence": ("1", "mean temporal coherence of its pixels (empty: not in the input)"),
+    "signal_rms_mm": ("mm", "RMS of the fitted signal of its contrast to the surroundings"),
+    "noise_level_mm": ("mm", "noise level of that contrast"),
+    "p_value": ("1", "significance of the signal (F-test; dispersion step)"),
+    "p_value_velocity": ("1", "z-test of the mean velocity against 0 (information only)"),
+    "area_km2": ("km2", "geodesic area (WGS84) inside the hotspot's outline polygon: the union "
+                 "of the pixel footprints (grids) or the buffered concave hull of the points, "
+                 "gaps between points included"),
+}
 
 
 # ---------------------------------------------------------------------------- georeference
@@ -190,7 +223,9 @@ def write_geojson(path, records, polygons):
     features = [{"type": "Feature", "id": rec["id"],
                  "geometry": _rounded(shapely.geometry.mapping(polygons[rec["id"]])),
                  "properties": rec} for rec in records]
-    doc = {"type": "FeatureCollection", "name": "hotspot", "features": features}
+    fields = {name: {"unit": unit, "description": text} for name, (unit, text) in FIELDS.items()}
+    doc = {"type": "FeatureCollection", "name": "hotspot", "fields": fields,
+           "features": features}
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(doc, separators=(",", ":")) + "\n")
     return Path(path)

@@ -89,9 +89,9 @@ def clean_block(data, dates, counts, fit_velocity=True):
 
 
 def _progress(reader, prefix):
-    from mintpy.utils import ptime
+    from hotspot.utils.progress import progress_bar
     if getattr(reader, "num_raw", None):
-        return ptime.progressBar(maxValue=reader.num_raw, prefix=prefix)
+        return progress_bar(maxValue=reader.num_raw, prefix=prefix)
     return None
 
 

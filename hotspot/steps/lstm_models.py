@@ -62,8 +62,8 @@ VOTE_PRIOR = 4.0            # logit weight of the same-label votes (build_lstm_p
 
 def _keras():
     """Import keras lazily: hotspotApp.py -H and the other steps must not load a backend."""
-    import keras
-    return keras
+    from hotspot.utils.quiet import import_keras
+    return import_keras()
 
 
 def configure_backend(threads=None):

@@ -97,6 +97,35 @@ def outputs(ctx):
     return [ctx.path(OUTPUT_NAME[name]) for name in model_files(ctx)]
 
 
+def check_ready(ctx):
+    """Stop when the work directory's models are older than what train_lstm trains them on.
+
+    After dbscan is re-run (a new eps), model/*.keras still hold the old clusters: predict
+    would label the scene with them (issue 14: agreement 96 % -> 26 %, silently). Models given with
+    hotspot.predict.modelFile are applied as they are (trained elsewhere on purpose).
+    Called by the workflow before update mode decides, and by run()."""
+    from hotspot.steps import train_lstm
+    if ctx.config.get_path(KEY + "modelFile", ctx.workdir) is not None:
+        return
+    files = model_files(ctx)
+    models = [p for path in files.values() for p in (path, lb.sidecar_path(path)) if p.is_file()]
+    if not models:
+        return
+    trained_on = [p for p in train_lstm.inputs(ctx) if p.is_file()]
+    if not trained_on:
+        return
+    newest = max(trained_on, key=lambda p: p.stat().st_mtime)
+    oldest = min(models, key=lambda p: p.stat().st_mtime)
+    if newest.stat().st_mtime > oldest.stat().st_mtime:
+        from hotspot.hotspotApp import step_command
+        raise HotspotError(
+            f"{oldest}: the model is older than {newest.name}, one of the files train_lstm "
+            f"trains it on ({newest.name} was re-made after the model was trained); predict "
+            f"would label the scene with stale classes. Train again: "
+            f"{step_command(train_lstm.STEP, ctx)} (or set {KEY}modelFile to apply these "
+            "models anyway)")
+
+
 # ----------------------------------------------------------------- computation
 
 def predict_stack(bundles, stack_file, min_probability=0.5, batch_size=4096, max_memory=4.0,
@@ -113,7 +142,7 @@ def predict_stack(bundles, stack_file, min_probability=0.5, batch_size=4096, max
     (ModelBundle.prior_weights) before the argmax and the minProbability cut.
     """
     temporal = temporal or {}
-    from mintpy.utils import ptime
+    from hotspot.utils.progress import progress_bar
     info = read_info(stack_file)
     weights = {name: lb.check_dates(b, info.dates, str(stack_file)) for name, b in bundles.items()}
     out = {name: (np.zeros(info.num_pixel, dtype=np.int32),
@@ -130,7 +159,7 @@ def predict_stack(bundles, stack_file, min_probability=0.5, batch_size=4096, max
     log(f"predict {', '.join(bundles)} on {info.num_pixel} pixels x {info.num_date} epochs "
         f"in blocks of {size} pixels")
     names = list(lm.STACK_STATIC) + ["longitude", "latitude"]
-    prog = ptime.progressBar(maxValue=info.num_pixel)
+    prog = progress_bar(maxValue=info.num_pixel)
     import h5py
     sources = {b.prep.series_source for b in bundles.values()}
     if "filtered" in sources and filtered_file is None:
@@ -233,6 +262,7 @@ def run(ctx):
     batch = ctx.config.get_int(KEY + "batchSize", min_value=1)
     stack_file = ctx.path(STACK_FILE)
     info = read_info(stack_file)
+    check_ready(ctx)
     files = model_files(ctx)
     lm.configure_backend()
     bundles = {name: lb.load_bundle(path) for name, path in files.items()}

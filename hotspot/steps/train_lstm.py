@@ -66,6 +66,7 @@ FILTER_FILE = products.FILTERED
 COVARIOGRAM_FILE = products.COVARIOGRAM
 MODEL_DIR = products.MODEL_DIR
 VALIDATION_FRACTION = 0.1
+EPOCH_LOG_EVERY = 10        # epochs between two progress lines of a fit
 
 
 @dataclass
@@ -85,7 +86,7 @@ class TrainSettings:
     series: str = "auto"            # displacement / filtered; auto: resolved by run()
     num_reference: int = 200_000
     seed: int = 0
-    verbose: int = 2
+    verbose: int = 0                # keras' own epoch lines; EPOCH_LOG_EVERY lines instead
 
 
 def model_names(config, key=KEY + "model"):
@@ -256,11 +257,11 @@ def fit_model(name, sample, train, settings, dates, class_id, twin_group, rng, l
         return bundle.inputs(sample.disp[rows], sample.static[rows], self_index=ref_pos[rows],
                              temporal=None if sample.temporal is None else sample.temporal[rows])
 
-    kwargs = {}
+    kwargs = {"callbacks": [epoch_logger(name, settings.epochs, log)]}
     if use_val:
         kwargs["validation_data"] = (model_inputs(val_rows), y[val_rows])
-        kwargs["callbacks"] = [keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=settings.patience, restore_best_weights=True)]
+        kwargs["callbacks"].append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=settings.patience, restore_best_weights=True))
     t0 = time.time()
     hist = model.fit(model_inputs(fit_rows), y[fit_rows], epochs=settings.epochs,
                      batch_size=settings.batch_size, shuffle=True, verbose=settings.verbose,
@@ -274,6 +275,24 @@ def fit_model(name, sample, train, settings, dates, class_id, twin_group, rng, l
     log(f"{name}: {len(history.get('loss', []))} epochs in {seconds:.1f} s "
         f"({fit_rows.size} training, {val_rows.size} validation pixels)")
     return bundle, history, seconds
+
+
+def epoch_logger(name, epochs, log=print, every=EPOCH_LOG_EVERY):
+    """Keras callback: one line every `every` epochs (keras' verbose output is two lines per
+    epoch, ~120 lines per train_lstm run)."""
+    keras = lm._keras()
+
+    class EpochLog(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            done = epoch + 1
+            if done % every and done != epochs:
+                return
+            logs = logs or {}
+            parts = [f"{k} {logs[k]:.4g}" for k in ("loss", "accuracy", "val_loss", "val_accuracy")
+                     if k in logs]
+            log(f"{name}: epoch {done}/{epochs}: {', '.join(parts)}")
+
+    return EpochLog()
 
 
 def evaluate(bundle, sample, test, batch_size=4096):
@@ -387,6 +406,8 @@ def train(stack_file, labels, settings, tskm=None, block_size=None, log=print,
 def write_results(path, results, attrs):
     """trainLSTM.h5 (layout in the module docstring), atomically."""
     import h5py
+
+    from hotspot.utils.units import set_units
     sample, masks = results["sample"], results["masks"]
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
@@ -420,6 +441,7 @@ def write_results(path, results, attrs):
                 m.attrs["TRAIN_TIME_S"] = total
                 m.attrs["SAVED_SPLIT"] = res["saved_split"]
                 m.attrs["MODEL_FILE"] = products.model_file(name)
+            set_units(f)
     return Path(path)
 
 

@@ -167,7 +167,7 @@ def _assign_box(box, stack_file, params, block):
 def assign_stack(stack_file, params, max_memory, cluster="none", num_worker="4",
                  config_name=None, log=print):
     """Labels and distances of every pixel of the stack, block by block or with dask."""
-    from mintpy.utils import ptime
+    from hotspot.utils.progress import progress_bar
     info = read_info(stack_file)
     n = info.num_pixel
     # float32 read + float64 mm copy + float32 copy + (pixel x k) tables: ~6 values per epoch
@@ -192,11 +192,10 @@ def assign_stack(stack_file, params, max_memory, cluster="none", num_worker="4",
         return labels[0], dist[0]
     labels = np.empty(n, dtype=np.int32)
     dist = np.empty(n, dtype=np.float32)
-    bar = ptime.progressBar(maxValue=n)
-    t0 = time.time()
+    bar = progress_bar(maxValue=n)
     for s, e in iter_blocks(n, block):
         labels[s:e], dist[s:e] = assign_rows(_read_block(stack_file, s, e), params)
-        bar.update(e, suffix=f"pixels assigned ({time.time() - t0:.0f} s)")
+        bar.update(e, suffix=f"{e}/{n} pixels assigned")
     bar.close()
     return labels, dist
 
@@ -289,4 +288,5 @@ def write_output(path, stack_file, info, est, labels, dist, sample_idx, settings
     }
     attrs.update(step_attrs)
     return write_label_file(path, labels, stack_file, name="label", datasets=datasets,
-                            attrs=attrs)
+                            attrs=attrs, units={"centroid": attrs["CENTROID_UNIT"],
+                                                "pixelDistance": attrs["DISTANCE_UNIT"]})

@@ -106,17 +106,20 @@ def _attr_value(value):
     return str(value)
 
 
-def write_h5(path, datasets, attrs=None, compression=None):
+def write_h5(path, datasets, attrs=None, compression=None, units=None):
     """Atomically write a dict of arrays (and root attributes) to an HDF5 file.
 
     Strings are stored as fixed-length byte strings (readable by MintPy's
-    readfile); nested dicts become groups.
+    readfile); nested dicts become groups. Every dataset gets its UNIT attribute
+    (hotspot.utils.units; `units` = {name: unit} for names whose unit depends on the file).
     """
+    from hotspot.utils.units import set_units
     with atomic_path(path, nbytes=_nbytes(datasets)) as tmp:
         with h5py.File(tmp, "w") as f:
             for key, value in (attrs or {}).items():
                 f.attrs[key] = _attr_value(value)
             _write_group(f, datasets, compression)
+            set_units(f, units)
     return Path(path)
 
 

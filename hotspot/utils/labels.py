@@ -45,11 +45,13 @@ def grid_attrs(stack_file):
     return attrs
 
 
-def write_label_file(path, pixel_label, stack_file, name="label", datasets=None, attrs=None):
+def write_label_file(path, pixel_label, stack_file, name="label", datasets=None, attrs=None,
+                     units=None):
     """Atomically write a label file following the convention above.
 
     datasets: extra arrays (centroids, tables, ...); attrs: the step's config
-    keys and anything else to keep as root attributes.
+    keys and anything else to keep as root attributes; units: {dataset: UNIT} where the
+    name alone does not tell (hotspot.utils.units).
     """
     pixel_label = np.asarray(pixel_label, dtype=np.int32)
     if pixel_label.min(initial=0) < NO_DATA:
@@ -61,7 +63,7 @@ def write_label_file(path, pixel_label, stack_file, name="label", datasets=None,
     out_attrs.update(attrs or {})
     data = {name: label_to_map(pixel_label, stack_file), "pixelLabel": pixel_label}
     data.update(datasets or {})
-    return write_h5(path, data, out_attrs)
+    return write_h5(path, data, out_attrs, units=units)
 
 
 def read_pixel_label(path, name="pixelLabel"):

@@ -116,7 +116,8 @@ class StackWriter:
         attrs.setdefault("DATA_TYPE", "float32")
         for key, value in attrs.items():
             self._file.attrs[key] = _attr_value(value)
-        self._file["displacement"].attrs["UNIT"] = "m"
+        from hotspot.utils.units import set_units
+        set_units(self._file)
         return self
 
     def write_block(self, start, displacement=None, **pixel_data):
