@@ -25,6 +25,17 @@ Model (scipy.optimize.curve_fit, weights = standard error of each bin):
 The offset absorbs signal common to the whole scene (a regional trend shared by all
 pixels), which otherwise inflates the correlation length.
 
+Distance bins (auto): the pairs span maxDistance = half the diagonal of the scene's
+bounding box, at most MAX_DISTANCE_KM (30 km, the paper's range; scenes of 60 km and more
+keep it), cut into NUM_BIN_AUTO (60) bins, each at least one median nearest-neighbour pixel
+spacing wide: 0.5 km bins over 30 km on the LA and medium scenes, 45 m bins over 2.7 km on
+a 4 x 3 km EGMS burst whose correlation length is 0.4 km.  numPair auto is 10^7, or the
+number of distinct pairs of the sampled pixels when that is smaller (more draws repeat pairs).
+
+A fitted length below one bin width is a decay inside the first bin, which the bins cannot
+resolve (on EGMS point data: scatterers of one building move together over ~40 m): it is
+left as a nugget and the model is refitted from the second bin on (FIT_FIRST_BIN, FIT_NOTE).
+
 Correlation length: the distance at which the model covariance falls to 1/e of the sill
 (above the offset).  That is L for the exponential and gaussian models and 0.4459 a for
 the spherical model.  Its standard deviation is a spatial block jackknife: the scene is
@@ -32,6 +43,13 @@ cut into JACKKNIFE_SIDE^2 blocks (by anchor pixel), the model is refitted leavin
 block in turn.  The formal standard deviation of the fit (from curve_fit's covariance
 matrix) is far smaller because neighbouring bins share pixels and signal; it is kept as
 CORRELATION_LENGTH_FORMAL_STD_KM.
+
+Fallback: when the covariogram cannot resolve a correlation length (flat covariance, no
+decay within maxDistance, a fitted length beyond maxDistance, a failed fit), the step does
+not stop: CORRELATION_LENGTH_KM is FALLBACK_EXTENT_FRACTION (1/10) of the longer side of
+the scene's bounding box, at least FALLBACK_MIN_SPACING (4) pixel spacings, with a WARNING;
+2 x that is train_lstm's blockSize fallback (1/5 of the extent).  The attribute
+CORRELATION_LENGTH_SOURCE says 'fit' or 'fallback: <reason>'.
 """
 import math
 from pathlib import Path
@@ -39,7 +57,7 @@ from pathlib import Path
 import numpy as np
 
 from hotspot.utils.errors import HotspotError
-from hotspot.utils.geo import haversine_km, lonlat_to_xy_km
+from hotspot.utils.geo import haversine_km, lonlat_to_xy_km, pixel_spacing
 from hotspot.utils.h5io import open_h5, read_attrs, write_h5
 from hotspot.utils.stack import STACK_FILE, block_size, iter_blocks, read_info, read_pixels
 
@@ -57,6 +75,20 @@ ESTIMATOR = ("mean over pixel pairs in each distance bin of the temporal covaria
              "(1/T) sum_t (d_i(t) - mean_i)(d_j(t) - mean_j), each series' temporal mean "
              "removed; pairs drawn stratified in distance among a random pixel subset")
 KEYS = {k: f"hotspot.covariogram.{k}" for k in ("numPair", "binSize", "maxDistance", "model")}
+# Auto range and bins (module docstring): today's 0.5 km bins over 30 km on large scenes.
+MAX_DISTANCE_KM = 30.0
+MAX_DISTANCE_FRACTION = 0.5
+NUM_BIN_AUTO = 60
+NUM_PAIR_AUTO = 10_000_000
+# Fallback correlation length: 1/10 of the longer side, at least 4 pixel spacings.
+FALLBACK_EXTENT_FRACTION = 0.1
+FALLBACK_MIN_SPACING = 4
+MAX_DISTANCE_RULE = (f"min({MAX_DISTANCE_FRACTION:g} x the scene's bounding-box diagonal, "
+                     f"{MAX_DISTANCE_KM:g} km)")
+BIN_SIZE_RULE = f"max(maxDistance / {NUM_BIN_AUTO}, the median pixel spacing)"
+NUM_PAIR_RULE = f"min({NUM_PAIR_AUTO}, number of distinct pairs of the sampled pixels)"
+FALLBACK_RULE = (f"max({FALLBACK_EXTENT_FRACTION:g} x the longer side of the scene's bounding "
+                 f"box, {FALLBACK_MIN_SPACING} x the median pixel spacing)")
 
 
 # ---------------------------------------------------------------- step interface
@@ -69,22 +101,99 @@ def outputs(ctx):
 
 
 def read_settings(config):
-    """The step's template values, checked (HotspotError names the key)."""
-    num_pair = config.get_int(KEYS["numPair"], min_value=1)
-    bin_size = config.get_float(KEYS["binSize"])
-    max_distance = config.get_float(KEYS["maxDistance"])
+    """The step's template values, checked (HotspotError names the key); None = auto."""
+    def number(name, getter, **kw):
+        return None if config.is_auto(KEYS[name]) else getter(KEYS[name], **kw)
+    num_pair = number("numPair", config.get_int, min_value=1)
+    bin_size = number("binSize", config.get_float)
+    max_distance = number("maxDistance", config.get_float)
     model = config.get_choice(KEYS["model"], MODELS)
-    if not bin_size > 0:
-        raise HotspotError(f"{config.source}: {KEYS['binSize']} = {bin_size} is not valid; "
-                           "expected a distance > 0 (km)")
-    if not max_distance > bin_size:
-        raise HotspotError(f"{config.source}: {KEYS['maxDistance']} = {max_distance} is not "
-                           f"valid; expected a distance (km) larger than {KEYS['binSize']} "
-                           f"= {bin_size}")
-    if max_distance / bin_size > 100_000:
-        raise HotspotError(f"{config.source}: {KEYS['maxDistance']} / {KEYS['binSize']} = "
-                           f"{max_distance / bin_size:.0f} bins; expected at most 100000 bins")
+    for name, value in (("binSize", bin_size), ("maxDistance", max_distance)):
+        if value is not None and not value > 0:
+            raise HotspotError(f"{config.source}: {KEYS[name]} = {value} is not valid; "
+                               "expected a distance > 0 (km)")
+    if bin_size is not None and max_distance is not None:
+        check_range(bin_size, max_distance, config.source)
     return num_pair, bin_size, max_distance, model
+
+
+def check_range(bin_size, max_distance, source, auto=""):
+    """maxDistance must hold at least one bin and at most 100000 (auto names the computed key)."""
+    if not max_distance > bin_size:
+        raise HotspotError(f"{source}: {KEYS['maxDistance']} = {max_distance:g}{auto} is not "
+                           f"valid; expected a distance (km) larger than {KEYS['binSize']} "
+                           f"= {bin_size:g}")
+    if max_distance / bin_size > 100_000:
+        raise HotspotError(f"{source}: {KEYS['maxDistance']} / {KEYS['binSize']} = "
+                           f"{max_distance / bin_size:.0f} bins{auto}; expected at most 100000 bins")
+
+
+def scene_geometry(lon, lat, seed=0):
+    """Extent and median nearest-neighbour spacing (km) of the pixels with a position."""
+    ok = np.isfinite(lon) & np.isfinite(lat)
+    x, y = lonlat_to_xy_km(np.asarray(lon)[ok], np.asarray(lat)[ok])
+    if x.size < 2:
+        raise HotspotError("fewer than 2 pixels with a position; cannot compute a covariogram")
+    width, height = float(np.ptp(x)), float(np.ptp(y))
+    return {"width_km": width, "height_km": height, "diagonal_km": math.hypot(width, height),
+            "side_km": max(width, height), "spacing_km": pixel_spacing(x, y, seed)}
+
+
+def auto_range(geometry, bin_size=None, max_distance=None, source="template"):
+    """(binSize, maxDistance, how each was set): the values given, or the auto rule
+    (module docstring) for those that are None."""
+    how = {}
+    if max_distance is None:
+        max_distance = min(MAX_DISTANCE_FRACTION * geometry["diagonal_km"], MAX_DISTANCE_KM)
+        how["maxDistance"] = f"auto: {MAX_DISTANCE_RULE}"
+        if not max_distance > 0:
+            raise HotspotError(f"{source}: {KEYS['maxDistance']} = auto: all pixels share one "
+                               "position; set it (km) or give pixels at several positions")
+    else:
+        how["maxDistance"] = "template"
+    if bin_size is None:
+        bin_size = max(max_distance / NUM_BIN_AUTO, geometry["spacing_km"])
+        how["binSize"] = f"auto: {BIN_SIZE_RULE}"
+    else:
+        how["binSize"] = "template"
+    auto = " (auto)" if how["maxDistance"] != "template" else ""
+    check_range(bin_size, max_distance, source, auto)
+    return bin_size, max_distance, how
+
+
+def auto_num_pair(num_sample_pixel):
+    """numPair auto: 10^7, or the number of distinct pixel pairs when fewer."""
+    return int(max(1, min(NUM_PAIR_AUTO, num_sample_pixel * (num_sample_pixel - 1) // 2)))
+
+
+def fallback_length(geometry):
+    """Correlation length (km) used when the covariogram cannot resolve one (FALLBACK_RULE)."""
+    return max(FALLBACK_EXTENT_FRACTION * geometry["side_km"],
+               FALLBACK_MIN_SPACING * geometry["spacing_km"])
+
+
+def resolve_length(result, geometry):
+    """Set result['length'] / ['length_source']: the fit, or the fallback with its reason.
+
+    The fitted length is kept in result['length_fit'] (NaN when the fit failed).
+    """
+    result["length_fit"] = float(result["length"])
+    reason = None
+    if result["status"] != "ok":
+        reason = result["status"]
+    elif result["length"] > result["max_distance"]:
+        reason = (f"fitted length {result['length']:.3g} km beyond {KEYS['maxDistance']} = "
+                  f"{result['max_distance']:g} km: the scene is smaller than its correlation "
+                  "length")
+    if reason is None:
+        note = result.get("fit_note", "")
+        result["length_source"] = f"fit ({note})" if note else "fit"
+        return result
+    result["length"] = fallback_length(geometry)
+    result["length_std"] = np.nan
+    result["length_std_method"] = "none (fallback)"
+    result["length_source"] = f"fallback: {reason}"
+    return result
 
 
 def run(ctx):
@@ -96,24 +205,41 @@ def run(ctx):
     max_pixel = max(2, min(MAX_SAMPLE_PIXEL, mem_pixels))
     lon, lat, anomaly = read_sample(stack_file, max_pixel, ctx.config.seed,
                                     ctx.config.max_memory, log=ctx.log)
+    pos = read_pixels(stack_file, ["longitude", "latitude"])
+    geometry = scene_geometry(pos["longitude"], pos["latitude"], ctx.config.seed)
+    bin_size, max_distance, how = auto_range(geometry, bin_size, max_distance,
+                                             ctx.config.source)
+    how["numPair"] = "template"
+    if num_pair is None:
+        num_pair, how["numPair"] = auto_num_pair(lon.size), f"auto: {NUM_PAIR_RULE}"
+    ctx.log(f"scene {geometry['width_km']:.3g} x {geometry['height_km']:.3g} km, median pixel "
+            f"spacing {geometry['spacing_km'] * 1000:.3g} m: {KEYS['maxDistance']} = "
+            f"{max_distance:.4g} km ({how['maxDistance']}), {KEYS['binSize']} = "
+            f"{bin_size:.4g} km ({how['binSize']})")
     result = covariogram(lon, lat, anomaly, num_pair, bin_size, max_distance, model,
                          seed=ctx.config.seed, log=ctx.log)
-    out = write_covariogram(ctx.path(COV_FILE), result, ctx.step_attrs("covariogram"),
-                            num_sample_pixel=lon.size, num_pixel=info.num_pixel)
-    if result["status"] == "ok":
+    resolve_length(result, geometry)
+    if result["length_source"].startswith("fit"):
         ctx.log(f"correlation length ({model} model): {result['length']:.3f} "
                 f"+/- {result['length_std']:.3f} km")
         if result["length"] > max_distance / 2:
             ctx.log(f"WARNING: the correlation length is over half of {KEYS['maxDistance']} "
-                    f"= {max_distance} km; increase it to constrain the fit")
+                    f"= {max_distance:g} km; increase it to constrain the fit")
     else:
-        ctx.log(f"WARNING: {result['status']}; set hotspot.dbscan.eps and "
-                "hotspot.dispersion.maxStandardDistance explicitly")
+        ctx.log(f"WARNING: the covariogram resolves no correlation length ({result['status']}"
+                f"{'' if result['status'] != 'ok' else ': ' + result['length_source']}); "
+                f"using the fallback {FALLBACK_RULE} = {result['length']:.3f} km. Set "
+                "hotspot.dbscan.eps, hotspot.dispersion.maxStandardDistance and "
+                "hotspot.train_lstm.blockSize to override it")
+    out = write_covariogram(ctx.path(COV_FILE), result, ctx.step_attrs("covariogram"),
+                            num_sample_pixel=lon.size, num_pixel=info.num_pixel,
+                            geometry=geometry, how=how)
     ctx.log(f"write {out}")
 
 
 def read_correlation_length(workdir):
-    """CORRELATION_LENGTH_KM of WORKDIR/covariogram.h5 (the `auto` eps / dispersion distance)."""
+    """CORRELATION_LENGTH_KM of WORKDIR/covariogram.h5 (the `auto` eps / dispersion distance):
+    the fit or, when the covariogram resolved none, the fallback (CORRELATION_LENGTH_SOURCE)."""
     path = Path(workdir) / COV_FILE
     hint = ("run the covariogram step (hotspotApp.py TEMPLATE --dostep covariogram) or set "
             "the key that needs it explicitly (hotspot.dbscan.eps, "
@@ -126,17 +252,32 @@ def read_correlation_length(workdir):
     except (KeyError, TypeError, ValueError):
         raise HotspotError(f"{path}: attribute CORRELATION_LENGTH_KM missing or not a number; "
                            f"{hint}") from None
-    if not (math.isfinite(value) and value > 0) or attrs.get("FIT_STATUS", "ok") != "ok":
+    # Files written before the fallback have no source: only a successful fit counts there.
+    usable = "CORRELATION_LENGTH_SOURCE" in attrs or attrs.get("FIT_STATUS", "ok") == "ok"
+    if not (math.isfinite(value) and value > 0) or not usable:
         raise HotspotError(f"{path}: no valid correlation length ({attrs.get('FIT_STATUS', value)})"
                            f"; {hint}")
     return value
 
 
-def write_covariogram(path, result, step_attrs, num_sample_pixel, num_pixel):
+def correlation_length_source(workdir):
+    """CORRELATION_LENGTH_SOURCE of WORKDIR/covariogram.h5 ('fit', 'fallback: ...')."""
+    path = Path(workdir) / COV_FILE
+    if not path.is_file():
+        return "none"
+    return str(read_attrs(path).get("CORRELATION_LENGTH_SOURCE", "fit"))
+
+
+def write_covariogram(path, result, step_attrs, num_sample_pixel, num_pixel, geometry=None,
+                      how=None):
     attrs = dict(step_attrs)
     attrs.update({
         "FILE_TYPE": "covariogram",
         "CORRELATION_LENGTH_KM": float(result["length"]),
+        "CORRELATION_LENGTH_SOURCE": result.get("length_source",
+                                                 "fit" if result["status"] == "ok" else "none"),
+        "CORRELATION_LENGTH_FIT_KM": float(result.get("length_fit", result["length"])),
+        "CORRELATION_LENGTH_FALLBACK_RULE": FALLBACK_RULE,
         "CORRELATION_LENGTH_STD_KM": float(result["length_std"]),
         "CORRELATION_LENGTH_STD_METHOD": result["length_std_method"],
         "CORRELATION_LENGTH_FORMAL_STD_KM": float(result["length_formal_std"]),
@@ -148,6 +289,8 @@ def write_covariogram(path, result, step_attrs, num_sample_pixel, num_pixel):
         "SILL": float(result["sill"]),
         "OFFSET": float(result["offset"]),
         "FIT_STATUS": result["status"],
+        "FIT_FIRST_BIN": int(result.get("fit_first_bin", 0)),
+        "FIT_NOTE": result.get("fit_note", ""),
         "ESTIMATOR": ESTIMATOR,
         "NUM_PAIR": int(result["num_pair"]),
         "NUM_SAMPLE_PIXEL": int(num_sample_pixel),
@@ -156,6 +299,14 @@ def write_covariogram(path, result, step_attrs, num_sample_pixel, num_pixel):
         "MAX_DISTANCE_KM": float(result["max_distance"]),
         "UNIT": "m^2",
     })
+    names = {"numPair": "NUM_PAIR_SOURCE", "binSize": "BIN_SIZE_SOURCE",
+             "maxDistance": "MAX_DISTANCE_SOURCE"}
+    attrs.update({names[key]: value for key, value in (how or {}).items()})
+    if geometry is not None:
+        attrs.update({"SCENE_WIDTH_KM": geometry["width_km"],
+                      "SCENE_HEIGHT_KM": geometry["height_km"],
+                      "SCENE_DIAGONAL_KM": geometry["diagonal_km"],
+                      "PIXEL_SPACING_KM": geometry["spacing_km"]})
     datasets = {
         "distance": result["distance"],
         "covariance": result["covariance"],
@@ -372,8 +523,9 @@ def empirical_covariogram(lon, lat, anomaly, num_pair, bin_size, max_distance, s
             "bin_size": bin_size, "max_distance": max_distance, "block_sums": sums}
 
 
-def jackknife_length_std(emp, model):
-    """Spatial block jackknife standard deviation of the correlation length (NaN if < 3 blocks)."""
+def jackknife_length_std(emp, model, first=0):
+    """Spatial block jackknife standard deviation of the correlation length (NaN if < 3 blocks),
+    fitting the bins from `first` on."""
     sums = emp["block_sums"]
     blocks = np.nonzero(sums[2].sum(axis=1) > 0)[0]
     if blocks.size < 3:
@@ -382,7 +534,8 @@ def jackknife_length_std(emp, model):
     for k in blocks:
         total, total_sq, count = sums.sum(axis=1) - sums[:, k]
         mean, std = _bin_stats(total, total_sq, count)
-        fit = fit_model(emp["distance"], mean, std, count, model)
+        fit = fit_model(emp["distance"][first:], mean[first:], std[first:], count[first:],
+                        model)
         lengths.append(fit["length"] if fit["status"] == "ok" else np.nan)
     lengths = np.asarray(lengths)
     if not np.isfinite(lengths).all():
@@ -485,16 +638,36 @@ def fit_model(distance, covariance, covariance_std, count, model):
 
 def covariogram(lon, lat, anomaly, num_pair, bin_size, max_distance, model="exponential",
                 seed=0, log=print):
-    """Empirical covariogram + fitted model: the step's pure computation."""
+    """Empirical covariogram + fitted model: the step's pure computation.
+
+    A fitted length below one bin width is a decay the bins cannot resolve (it happens
+    inside the first bin: on point data, scatterers of one building); that drop is left
+    as a nugget and the model is refitted from the second bin on (FIT_FIRST_BIN = 1).
+    """
     emp = empirical_covariogram(lon, lat, anomaly, num_pair, bin_size, max_distance,
                                 seed=seed, log=log)
+    first = 0
     fit = fit_model(emp["distance"], emp["covariance"], emp["covariance_std"], emp["count"],
                     model)
+    emp["fit_note"] = ""
+    if fit["status"] == "ok" and fit["length"] < bin_size:
+        first = 1
+        emp["fit_note"] = (f"fitted length {fit['length']:.3g} km below one bin "
+                           f"({bin_size:.3g} km): that decay is left as a nugget, the model "
+                           "is fitted from the second bin on")
+        log(f"covariogram: {emp['fit_note']}")
+        fit = fit_model(emp["distance"][1:], emp["covariance"][1:], emp["covariance_std"][1:],
+                        emp["count"][1:], model)
+        if fit["status"] == "ok" and fit["length"] < 2 * bin_size:
+            fit = dict(fit, length=np.nan, length_std=np.nan,
+                       status=f"fit failed: no decay resolved beyond the first bin (length "
+                              f"{fit['length']:.3g} km from the second bin on)")
     emp.update(fit)
+    emp["fit_first_bin"] = first
     emp["length_formal_std"] = fit["length_std"]
     emp["length_std_method"] = "formal (curve_fit covariance matrix)"
     if fit["status"] == "ok":
-        jack = jackknife_length_std(emp, model)
+        jack = jackknife_length_std(emp, model, first)
         if np.isfinite(jack):
             emp["length_std"] = max(jack, fit["length_std"])
             emp["length_std_method"] = (f"spatial block jackknife ({JACKKNIFE_SIDE}x"
