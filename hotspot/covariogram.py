@@ -32,9 +32,10 @@ spacing wide: 0.5 km bins over 30 km on the LA and medium scenes, 45 m bins over
 a 4 x 3 km EGMS burst whose correlation length is 0.4 km.  numPair auto is 10^7, or the
 number of distinct pairs of the sampled pixels when that is smaller (more draws repeat pairs).
 
-A fitted length below one bin width is a decay inside the first bin, which the bins cannot
-resolve (on EGMS point data: scatterers of one building move together over ~40 m): it is
-left as a nugget and the model is refitted from the second bin on (FIT_FIRST_BIN, FIT_NOTE).
+A fitted length below two bin widths is a decay the bins cannot resolve (a correlation
+length is resolved when at least two bins lie within it; on EGMS point data, scatterers of
+one building move together over ~40 m): that drop is left as a nugget and the model is
+refitted from the second bin on (FIT_FIRST_BIN, FIT_NOTE).
 
 Correlation length: the distance at which the model covariance falls to 1/e of the sill
 (above the offset).  That is L for the exponential and gaussian models and 0.4459 a for
@@ -69,6 +70,8 @@ MAX_SAMPLE_PIXEL = 300_000
 PAIR_CHUNK = 1_000_000
 MIN_PAIR_PER_BIN = 10
 JACKKNIFE_SIDE = 4
+# A correlation length is resolved when at least this many bins lie within it.
+MIN_BIN_PER_LENGTH = 2
 # Cells of binSize / 2 up to this many get a dense lookup table (int32: 200 MB).
 DENSE_CELL_LIMIT = 50_000_000
 ESTIMATOR = ("mean over pixel pairs in each distance bin of the temporal covariance "
@@ -640,9 +643,10 @@ def covariogram(lon, lat, anomaly, num_pair, bin_size, max_distance, model="expo
                 seed=0, log=print):
     """Empirical covariogram + fitted model: the step's pure computation.
 
-    A fitted length below one bin width is a decay the bins cannot resolve (it happens
-    inside the first bin: on point data, scatterers of one building); that drop is left
-    as a nugget and the model is refitted from the second bin on (FIT_FIRST_BIN = 1).
+    A fitted length below MIN_BIN_PER_LENGTH (2) bin widths is a decay the bins cannot
+    resolve (it happens within the first bins: on point data, scatterers of one building);
+    that drop is left as a nugget and the model is refitted from the second bin on
+    (FIT_FIRST_BIN = 1).
     """
     emp = empirical_covariogram(lon, lat, anomaly, num_pair, bin_size, max_distance,
                                 seed=seed, log=log)
@@ -650,15 +654,15 @@ def covariogram(lon, lat, anomaly, num_pair, bin_size, max_distance, model="expo
     fit = fit_model(emp["distance"], emp["covariance"], emp["covariance_std"], emp["count"],
                     model)
     emp["fit_note"] = ""
-    if fit["status"] == "ok" and fit["length"] < bin_size:
+    if fit["status"] == "ok" and fit["length"] < MIN_BIN_PER_LENGTH * bin_size:
         first = 1
-        emp["fit_note"] = (f"fitted length {fit['length']:.3g} km below one bin "
-                           f"({bin_size:.3g} km): that decay is left as a nugget, the model "
-                           "is fitted from the second bin on")
+        emp["fit_note"] = (f"fitted length {fit['length']:.3g} km below {MIN_BIN_PER_LENGTH} "
+                           f"bins ({bin_size:.3g} km each): that decay is left as a nugget, "
+                           "the model is fitted from the second bin on")
         log(f"covariogram: {emp['fit_note']}")
         fit = fit_model(emp["distance"][1:], emp["covariance"][1:], emp["covariance_std"][1:],
                         emp["count"][1:], model)
-        if fit["status"] == "ok" and fit["length"] < 2 * bin_size:
+        if fit["status"] == "ok" and fit["length"] < MIN_BIN_PER_LENGTH * bin_size:
             fit = dict(fit, length=np.nan, length_std=np.nan,
                        status=f"fit failed: no decay resolved beyond the first bin (length "
                               f"{fit['length']:.3g} km from the second bin on)")
