@@ -32,10 +32,13 @@ spacing wide: 0.5 km bins over 30 km on the LA and medium scenes, 45 m bins over
 a 4 x 3 km EGMS burst whose correlation length is 0.4 km.  numPair auto is 10^7, or the
 number of distinct pairs of the sampled pixels when that is smaller (more draws repeat pairs).
 
-A fitted length below two bin widths is a decay the bins cannot resolve (a correlation
-length is resolved when at least two bins lie within it; on EGMS point data, scatterers of
-one building move together over ~40 m): that drop is left as a nugget and the model is
-refitted from the second bin on (FIT_FIRST_BIN, FIT_NOTE).
+A correlation length is resolved when the fit succeeds, at least two bins lie within it,
+it is below the scene's diagonal and its jackknife standard deviation (below) is smaller
+than it (a length between maxDistance and the diagonal is kept, with a WARNING).
+When the fit to all bins resolves none, the first bin is left out as a nugget and the model
+is refitted from the second bin on (FIT_FIRST_BIN, FIT_NOTE): on EGMS point data the
+scatterers of one building move together, a steep drop within the first ~40 m on top of a
+~0.5 km decay that one exponential cannot fit together.
 
 Correlation length: the distance at which the model covariance falls to 1/e of the sill
 (above the offset).  That is L for the exponential and gaussian models and 0.4459 a for
@@ -46,7 +49,7 @@ matrix) is far smaller because neighbouring bins share pixels and signal; it is 
 CORRELATION_LENGTH_FORMAL_STD_KM.
 
 Fallback: when the covariogram cannot resolve a correlation length (flat covariance, no
-decay within maxDistance, a fitted length beyond maxDistance, a failed fit), the step does
+decay within maxDistance, a length beyond the scene or not significant), the step does
 not stop: CORRELATION_LENGTH_KM is FALLBACK_EXTENT_FRACTION (1/10) of the longer side of
 the scene's bounding box, at least FALLBACK_MIN_SPACING (4) pixel spacings, with a WARNING;
 2 x that is train_lstm's blockSize fallback (1/5 of the extent).  The attribute
@@ -180,14 +183,8 @@ def resolve_length(result, geometry):
 
     The fitted length is kept in result['length_fit'] (NaN when the fit failed).
     """
-    result["length_fit"] = float(result["length"])
-    reason = None
-    if result["status"] != "ok":
-        reason = result["status"]
-    elif result["length"] > result["max_distance"]:
-        reason = (f"fitted length {result['length']:.3g} km beyond {KEYS['maxDistance']} = "
-                  f"{result['max_distance']:g} km: the scene is smaller than its correlation "
-                  "length")
+    result.setdefault("length_fit", float(result["length"]))
+    reason = None if result["status"] == "ok" else result["status"]
     if reason is None:
         note = result.get("fit_note", "")
         result["length_source"] = f"fit ({note})" if note else "fit"
@@ -229,8 +226,8 @@ def run(ctx):
             ctx.log(f"WARNING: the correlation length is over half of {KEYS['maxDistance']} "
                     f"= {max_distance:g} km; increase it to constrain the fit")
     else:
-        ctx.log(f"WARNING: the covariogram resolves no correlation length ({result['status']}"
-                f"{'' if result['status'] != 'ok' else ': ' + result['length_source']}); "
+        ctx.log(f"WARNING: the covariogram resolves no correlation length "
+                f"({result['length_source'][len('fallback: '):]}); "
                 f"using the fallback {FALLBACK_RULE} = {result['length']:.3f} km. Set "
                 "hotspot.dbscan.eps, hotspot.dispersion.maxStandardDistance and "
                 "hotspot.train_lstm.blockSize to override it")
@@ -639,42 +636,72 @@ def fit_model(distance, covariance, covariance_std, count, model):
             "status": status}
 
 
+def _fit_from(emp, model, first):
+    """fit_model on the bins from `first` on, with the jackknife standard deviation."""
+    fit = fit_model(emp["distance"][first:], emp["covariance"][first:],
+                    emp["covariance_std"][first:], emp["count"][first:], model)
+    fit["length_formal_std"] = fit["length_std"]
+    fit["length_std_method"] = "formal (curve_fit covariance matrix)"
+    if fit["status"] == "ok":
+        jack = jackknife_length_std(dict(emp, **fit), model, first)
+        if np.isfinite(jack):
+            fit["length_std"] = max(jack, fit["length_std"])
+            fit["length_std_method"] = (f"spatial block jackknife ({JACKKNIFE_SIDE}x"
+                                        f"{JACKKNIFE_SIDE} blocks of anchor pixels)")
+    return fit
+
+
+def unresolved(fit, bin_size, scene_size):
+    """Why `fit` resolves no correlation length, or None when it does (scene_size: the
+    diagonal of the pixels' bounding box, km)."""
+    if fit["status"] != "ok":
+        return fit["status"]
+    length, std = fit["length"], fit["length_std"]
+    if length < MIN_BIN_PER_LENGTH * bin_size:
+        return (f"length {length:.3g} km below {MIN_BIN_PER_LENGTH} bins of {bin_size:.3g} km "
+                "(a decay the bins cannot resolve)")
+    if length > scene_size:
+        return (f"length {length:.3g} km beyond the scene's {scene_size:.3g} km diagonal (the "
+                "scene is smaller than its correlation length)")
+    if not std < length:
+        return (f"length {length:.3g} +/- {std:.3g} km, not significant "
+                f"({fit['length_std_method']})")
+    return None
+
+
 def covariogram(lon, lat, anomaly, num_pair, bin_size, max_distance, model="exponential",
                 seed=0, log=print):
     """Empirical covariogram + fitted model: the step's pure computation.
 
-    A fitted length below MIN_BIN_PER_LENGTH (2) bin widths is a decay the bins cannot
-    resolve (it happens within the first bins: on point data, scatterers of one building);
-    that drop is left as a nugget and the model is refitted from the second bin on
-    (FIT_FIRST_BIN = 1).
+    A correlation length is resolved when the fit succeeds, at least MIN_BIN_PER_LENGTH (2)
+    bins lie within it, it is below the scene's diagonal and its (jackknife) standard
+    deviation is below it.  When the fit to all bins resolves none, the first bin is left out as a nugget
+    (a drop within it: on point data, scatterers of one building move together) and the
+    model is refitted from the second bin on (FIT_FIRST_BIN = 1).  When neither resolves
+    one, status says why (and the step falls back, resolve_length).
     """
     emp = empirical_covariogram(lon, lat, anomaly, num_pair, bin_size, max_distance,
                                 seed=seed, log=log)
-    first = 0
-    fit = fit_model(emp["distance"], emp["covariance"], emp["covariance_std"], emp["count"],
-                    model)
-    emp["fit_note"] = ""
-    if fit["status"] == "ok" and fit["length"] < MIN_BIN_PER_LENGTH * bin_size:
-        first = 1
-        emp["fit_note"] = (f"fitted length {fit['length']:.3g} km below {MIN_BIN_PER_LENGTH} "
-                           f"bins ({bin_size:.3g} km each): that decay is left as a nugget, "
-                           "the model is fitted from the second bin on")
-        log(f"covariogram: {emp['fit_note']}")
-        fit = fit_model(emp["distance"][1:], emp["covariance"][1:], emp["covariance_std"][1:],
-                        emp["count"][1:], model)
-        if fit["status"] == "ok" and fit["length"] < MIN_BIN_PER_LENGTH * bin_size:
-            fit = dict(fit, length=np.nan, length_std=np.nan,
-                       status=f"fit failed: no decay resolved beyond the first bin (length "
-                              f"{fit['length']:.3g} km from the second bin on)")
+    x, y = lonlat_to_xy_km(lon, lat)
+    scene_size = math.hypot(np.ptp(x), np.ptp(y))
+    first, note = 0, ""
+    fit = _fit_from(emp, model, 0)
+    why = unresolved(fit, bin_size, scene_size)
+    if why is not None:
+        refit = _fit_from(emp, model, 1)
+        why_refit = unresolved(refit, bin_size, scene_size)
+        if why_refit is None:
+            note = (f"all bins: {why}; the first bin is left out as a nugget, fitted from the "
+                    "second bin on")
+            first, fit, why = 1, refit, None
+        else:
+            why = f"all bins: {why}; from the second bin on: {why_refit}"
+    if note:
+        log(f"covariogram: {note}")
     emp.update(fit)
-    emp["fit_first_bin"] = first
-    emp["length_formal_std"] = fit["length_std"]
-    emp["length_std_method"] = "formal (curve_fit covariance matrix)"
-    if fit["status"] == "ok":
-        jack = jackknife_length_std(emp, model, first)
-        if np.isfinite(jack):
-            emp["length_std"] = max(jack, fit["length_std"])
-            emp["length_std_method"] = (f"spatial block jackknife ({JACKKNIFE_SIDE}x"
-                                        f"{JACKKNIFE_SIDE} blocks of anchor pixels)")
+    emp["fit_first_bin"], emp["fit_note"] = first, note
+    emp["length_fit"] = float(fit["length"]) if fit["status"] == "ok" else np.nan
+    if why is not None:
+        emp.update(length=np.nan, length_std=np.nan, status=f"not resolved: {why}")
     emp["model_covariance"] = model_covariance(emp["distance"], model, fit["params"])
     return emp

@@ -106,3 +106,22 @@ def test_bad_input_leaves_no_output(tmp_path, capsys):
     assert exc.value.code == 1
     assert "timeseries.h5" in capsys.readouterr().err
     assert not (tmp_path / "hotspotStack.h5").exists()
+
+
+@pytest.mark.slow
+def test_egms_3km_box_all_steps_with_an_empty_template(tmp_path, capsys):
+    # 1,000 points of a real EGMS burst in a 3 km box (tests/data/README.md): nothing set, auto
+    # must choose bins, range and correlation length (or fall back) and run all 8 steps
+    shutil.copy(DATA / "egms_box3km.zip", tmp_path / "EGMS_L2b_117_0227_IW2_VV_2020_2024_1.zip")
+    _run(["--dir", tmp_path])
+    assert (tmp_path / "hotspot.h5").is_file()
+    with h5py.File(tmp_path / "covariogram.h5", "r") as f:
+        attrs = dict(f.attrs)
+    source = attrs["CORRELATION_LENGTH_SOURCE"]
+    assert source.startswith("fit") or source.startswith("fallback: ")
+    assert np.isfinite(attrs["CORRELATION_LENGTH_KM"]) and attrs["CORRELATION_LENGTH_KM"] > 0
+    # the bins resolve lengths far below the old 0.5 km default
+    assert attrs["MAX_DISTANCE_KM"] < 2.2 and attrs["BIN_SIZE_KM"] < 0.05
+    with h5py.File(tmp_path / "clusterDBSCAN.h5", "r") as f:
+        assert source in f.attrs["EPS_SOURCE"]
+    assert "ERROR" not in capsys.readouterr().err
