@@ -5,11 +5,9 @@ import h5py
 import numpy as np
 import pytest
 
-from hotspot import covariogram as cg
-from hotspot.hotspotApp import StepContext
+from hotspot.steps import covariogram as cg
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.stack import write_stack
-from hotspot.utils.template import config_from_dict
 
 DX_KM = 0.5
 LAT0, LON0 = 34.0, -118.0
@@ -51,11 +49,8 @@ def make_stack(path, ny=100, nx=100, length=5.0, num_epoch=60, seed=0):
     return write_stack(path, disp, dates, lat, lon, attrs=attrs, row=row, col=col)
 
 
-def context(workdir, **overrides):
-    values = {"hotspot.covariogram.numPair": 200_000, "hotspot.covariogram.binSize": 0.5,
+CTX_DEFAULTS = {"hotspot.covariogram.numPair": 200_000, "hotspot.covariogram.binSize": 0.5,
               "hotspot.covariogram.maxDistance": 20}
-    values.update(overrides)
-    return StepContext(workdir=workdir, config=config_from_dict(values))
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +60,8 @@ def field_dir(tmp_path_factory):
     return workdir
 
 
-def test_recovers_exponential_correlation_length(field_dir):
-    ctx = context(field_dir)
+def test_recovers_exponential_correlation_length(field_dir, make_ctx):
+    ctx = make_ctx(field_dir)
     cg.run(ctx)
     length = cg.read_correlation_length(field_dir)
     assert length == pytest.approx(5.0, rel=0.2)
@@ -183,19 +178,19 @@ def test_read_correlation_length_missing_file(tmp_path):
     ("hotspot.covariogram.numPair", "1.5"),
     ("hotspot.covariogram.model", "cubic"),
 ])
-def test_bad_keys_name_the_key(tmp_path, key, value):
-    ctx = context(tmp_path, **{key: value})
+def test_bad_keys_name_the_key(tmp_path, key, value, make_ctx):
+    ctx = make_ctx(tmp_path, **{key: value})
     with pytest.raises(HotspotError, match=key.replace(".", r"\.")):
         cg.run(ctx)
 
 
-def test_missing_stack_says_run_load_data(tmp_path):
+def test_missing_stack_says_run_load_data(tmp_path, make_ctx):
     with pytest.raises(HotspotError, match="load_data"):
-        cg.run(context(tmp_path))
+        cg.run(make_ctx(tmp_path))
 
 
-def test_inputs_outputs(tmp_path):
-    ctx = context(tmp_path)
+def test_inputs_outputs(tmp_path, make_ctx):
+    ctx = make_ctx(tmp_path)
     assert cg.inputs(ctx) == [tmp_path / "hotspotStack.h5"]
     assert cg.outputs(ctx) == [tmp_path / "covariogram.h5"]
 
@@ -211,22 +206,22 @@ def test_sparse_lookup_fallback_draws_the_same_pairs(monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
-def test_update_mode_skips_a_finished_run(field_dir):
+def test_update_mode_skips_a_finished_run(field_dir, make_ctx):
     from hotspot.hotspotApp import is_up_to_date
-    ctx = context(field_dir)
+    ctx = make_ctx(field_dir)
     if not (field_dir / "covariogram.h5").is_file():
         cg.run(ctx)
     assert is_up_to_date("covariogram", cg, ctx)
-    assert not is_up_to_date("covariogram", cg, context(field_dir, **{
+    assert not is_up_to_date("covariogram", cg, make_ctx(field_dir, **{
         "hotspot.covariogram.model": "gaussian"}))
 
 
 # ---------------------------------------------------------------- auto range and fallback
-def auto_context(workdir, num_pair=300_000, **overrides):
+def auto_context(make_ctx, workdir, num_pair=300_000):
     """Bins and range left to auto; numPair set so that the tests stay fast."""
-    values = {"hotspot.covariogram.numPair": num_pair}
-    values.update(overrides)
-    return StepContext(workdir=workdir, config=config_from_dict(values))
+    return make_ctx(workdir, **{"hotspot.covariogram.numPair": num_pair,
+                                "hotspot.covariogram.binSize": "auto",
+                                "hotspot.covariogram.maxDistance": "auto"})
 
 
 def point_stack(path, lon, lat, disp):
@@ -278,12 +273,12 @@ def test_scene_geometry_and_num_pair():
     assert cg.auto_num_pair(1000) == 499_500 and cg.auto_num_pair(10 ** 6) == 10 ** 7
 
 
-def test_exponential_field_04km_on_3km_scene_is_resolved(tmp_path, capsys):
+def test_exponential_field_04km_on_3km_scene_is_resolved(tmp_path, capsys, make_ctx):
     # 60 x 60 pixels at 50 m: a 3 km scene; the old auto bins (0.5 km) put the whole decay
     # of a 0.4 km correlation length in the first bin
     rng = np.random.default_rng(5)
     small_scene(tmp_path, 0.01 * exponential_field(60, 60, 0.05, 0.4, 40, rng), 0.05)
-    cg.run(auto_context(tmp_path))
+    cg.run(auto_context(make_ctx, tmp_path))
     with h5py.File(tmp_path / "covariogram.h5", "r") as f:
         attrs = dict(f.attrs)
         count = f["pairCount"][:]
@@ -298,11 +293,11 @@ def test_exponential_field_04km_on_3km_scene_is_resolved(tmp_path, capsys):
     assert "WARNING" not in capsys.readouterr().out
 
 
-def test_flat_field_falls_back_with_source_and_warning(tmp_path, capsys):
+def test_flat_field_falls_back_with_source_and_warning(tmp_path, capsys, make_ctx):
     # white noise: no spatial correlation at any distance the bins can see
     rng = np.random.default_rng(6)
     small_scene(tmp_path, rng.normal(0, 0.01, (50 * 50, 30)), 0.06)
-    cg.run(auto_context(tmp_path, num_pair=100_000))
+    cg.run(auto_context(make_ctx, tmp_path, num_pair=100_000))
     attrs = dict(h5py.File(tmp_path / "covariogram.h5", "r").attrs)
     assert attrs["FIT_STATUS"] != "ok"
     assert attrs["CORRELATION_LENGTH_SOURCE"].startswith("fallback: ")
@@ -314,23 +309,23 @@ def test_flat_field_falls_back_with_source_and_warning(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "WARNING: the covariogram resolves no correlation length" in out
     # the consumers of the auto correlation length accept it
-    from hotspot.dispersion import correlation_length
+    from hotspot.steps.dispersion import correlation_length
     assert cg.read_correlation_length(tmp_path) == pytest.approx(expected, rel=1e-3)
     assert correlation_length(tmp_path) == pytest.approx(expected, rel=1e-3)
     assert cg.correlation_length_source(tmp_path).startswith("fallback")
 
 
-def test_scene_smaller_than_its_correlation_length_falls_back(tmp_path, capsys):
+def test_scene_smaller_than_its_correlation_length_falls_back(tmp_path, capsys, make_ctx):
     rng = np.random.default_rng(7)
     small_scene(tmp_path, 0.01 * exponential_field(50, 50, 0.06, 30.0, 30, rng), 0.06)
-    cg.run(auto_context(tmp_path, num_pair=100_000))
+    cg.run(auto_context(make_ctx, tmp_path, num_pair=100_000))
     attrs = dict(h5py.File(tmp_path / "covariogram.h5", "r").attrs)
     assert attrs["CORRELATION_LENGTH_SOURCE"].startswith("fallback: ")
     assert attrs["CORRELATION_LENGTH_KM"] == pytest.approx(0.1 * 49 * 0.06, rel=1e-3)
     assert "WARNING" in capsys.readouterr().out
 
 
-def test_decay_within_the_first_bin_is_a_nugget(tmp_path):
+def test_decay_within_the_first_bin_is_a_nugget(tmp_path, make_ctx):
     # 'buildings' 75 m apart, 4 scatterers each within 4 m sharing a strong series of their own
     # (a decay far below one bin), on top of a 0.5 km exponential field
     rng = np.random.default_rng(8)
@@ -344,7 +339,7 @@ def test_decay_within_the_first_bin_is_a_nugget(tmp_path):
     lat = np.concatenate([lat0 + dy / KM_PER_DEG for _, dy in offsets])
     disp = np.concatenate([field + own] * len(offsets)) + 0.002 * rng.standard_normal((4 * n * n, t))
     point_stack(tmp_path / "hotspotStack.h5", lon, lat, disp)
-    cg.run(auto_context(tmp_path))
+    cg.run(auto_context(make_ctx, tmp_path))
     attrs = dict(h5py.File(tmp_path / "covariogram.h5", "r").attrs)
     assert attrs["FIT_FIRST_BIN"] == 1 and "nugget" in attrs["FIT_NOTE"]
     assert attrs["CORRELATION_LENGTH_SOURCE"].startswith("fit (")

@@ -25,12 +25,8 @@ Model (scipy.optimize.curve_fit, weights = standard error of each bin):
 The offset absorbs signal common to the whole scene (a regional trend shared by all
 pixels), which otherwise inflates the correlation length.
 
-Distance bins (auto): the pairs span maxDistance = half the diagonal of the scene's
-bounding box, at most MAX_DISTANCE_KM (30 km, the paper's range; scenes of 60 km and more
-keep it), cut into NUM_BIN_AUTO (60) bins, each at least one median nearest-neighbour pixel
-spacing wide: 0.5 km bins over 30 km on the LA and medium scenes, 45 m bins over 2.7 km on
-a 4 x 3 km EGMS burst whose correlation length is 0.4 km.  numPair auto is 10^7, or the
-number of distinct pairs of the sampled pixels when that is smaller (more draws repeat pairs).
+Distance bins, range and numPair (auto) come from the scene's extent and pixel spacing
+(covariogram_scene.py): 0.5 km bins over 30 km on scenes of 60 km and more.
 
 A correlation length is resolved when the fit succeeds, at least two bins lie within it,
 it is below the scene's diagonal and its jackknife standard deviation (below) is smaller
@@ -48,24 +44,22 @@ block in turn.  The formal standard deviation of the fit (from curve_fit's covar
 matrix) is far smaller because neighbouring bins share pixels and signal; it is kept as
 CORRELATION_LENGTH_FORMAL_STD_KM.
 
-Fallback: when the covariogram cannot resolve a correlation length (flat covariance, no
-decay within maxDistance, a length beyond the scene or not significant), the step does
-not stop: CORRELATION_LENGTH_KM is FALLBACK_EXTENT_FRACTION (1/10) of the longer side of
-the scene's bounding box, at least FALLBACK_MIN_SPACING (4) pixel spacings, with a WARNING;
-2 x that is train_lstm's blockSize fallback (1/5 of the extent).  The attribute
-CORRELATION_LENGTH_SOURCE says 'fit' or 'fallback: <reason>'.
+Fallback: when the covariogram resolves no correlation length (flat covariance, no decay,
+a length beyond the scene or not significant), the step goes on with the fallback of
+covariogram_scene.py, a WARNING and CORRELATION_LENGTH_SOURCE = 'fallback: <reason>'.
 """
 import math
 from pathlib import Path
 
 import numpy as np
 
+from hotspot import products
 from hotspot.utils.errors import HotspotError
-from hotspot.utils.geo import haversine_km, lonlat_to_xy_km, pixel_spacing
+from hotspot.utils.geo import haversine_km, lonlat_to_xy_km
 from hotspot.utils.h5io import open_h5, read_attrs, write_h5
 from hotspot.utils.stack import STACK_FILE, block_size, iter_blocks, read_info, read_pixels
 
-COV_FILE = "covariogram.h5"
+COV_FILE = products.COVARIOGRAM
 MODELS = ("exponential", "gaussian", "spherical")
 # Enough pixels for ~10^7 distinct pairs at every distance; more only costs memory and cache.
 MAX_SAMPLE_PIXEL = 300_000
@@ -80,21 +74,9 @@ DENSE_CELL_LIMIT = 50_000_000
 ESTIMATOR = ("mean over pixel pairs in each distance bin of the temporal covariance "
              "(1/T) sum_t (d_i(t) - mean_i)(d_j(t) - mean_j), each series' temporal mean "
              "removed; pairs drawn stratified in distance among a random pixel subset")
-KEYS = {k: f"hotspot.covariogram.{k}" for k in ("numPair", "binSize", "maxDistance", "model")}
-# Auto range and bins (module docstring): today's 0.5 km bins over 30 km on large scenes.
-MAX_DISTANCE_KM = 30.0
-MAX_DISTANCE_FRACTION = 0.5
-NUM_BIN_AUTO = 60
-NUM_PAIR_AUTO = 10_000_000
-# Fallback correlation length: 1/10 of the longer side, at least 4 pixel spacings.
-FALLBACK_EXTENT_FRACTION = 0.1
-FALLBACK_MIN_SPACING = 4
-MAX_DISTANCE_RULE = (f"min({MAX_DISTANCE_FRACTION:g} x the scene's bounding-box diagonal, "
-                     f"{MAX_DISTANCE_KM:g} km)")
-BIN_SIZE_RULE = f"max(maxDistance / {NUM_BIN_AUTO}, the median pixel spacing)"
-NUM_PAIR_RULE = f"min({NUM_PAIR_AUTO}, number of distinct pairs of the sampled pixels)"
-FALLBACK_RULE = (f"max({FALLBACK_EXTENT_FRACTION:g} x the longer side of the scene's bounding "
-                 f"box, {FALLBACK_MIN_SPACING} x the median pixel spacing)")
+from hotspot.steps.covariogram_scene import (FALLBACK_RULE, KEYS, NUM_PAIR_RULE, auto_num_pair,
+                                             auto_range, check_range, resolve_length,
+                                             scene_geometry)
 
 
 # ---------------------------------------------------------------- step interface
@@ -121,79 +103,6 @@ def read_settings(config):
     if bin_size is not None and max_distance is not None:
         check_range(bin_size, max_distance, config.source)
     return num_pair, bin_size, max_distance, model
-
-
-def check_range(bin_size, max_distance, source, auto=""):
-    """maxDistance must hold at least one bin and at most 100000 (auto names the computed key)."""
-    if not max_distance > bin_size:
-        raise HotspotError(f"{source}: {KEYS['maxDistance']} = {max_distance:g}{auto} is not "
-                           f"valid; expected a distance (km) larger than {KEYS['binSize']} "
-                           f"= {bin_size:g}")
-    if max_distance / bin_size > 100_000:
-        raise HotspotError(f"{source}: {KEYS['maxDistance']} / {KEYS['binSize']} = "
-                           f"{max_distance / bin_size:.0f} bins{auto}; expected at most 100000 bins")
-
-
-def scene_geometry(lon, lat, seed=0):
-    """Extent and median nearest-neighbour spacing (km) of the pixels with a position."""
-    ok = np.isfinite(lon) & np.isfinite(lat)
-    x, y = lonlat_to_xy_km(np.asarray(lon)[ok], np.asarray(lat)[ok])
-    if x.size < 2:
-        raise HotspotError("fewer than 2 pixels with a position; cannot compute a covariogram")
-    width, height = float(np.ptp(x)), float(np.ptp(y))
-    return {"width_km": width, "height_km": height, "diagonal_km": math.hypot(width, height),
-            "side_km": max(width, height), "spacing_km": pixel_spacing(x, y, seed)}
-
-
-def auto_range(geometry, bin_size=None, max_distance=None, source="template"):
-    """(binSize, maxDistance, how each was set): the values given, or the auto rule
-    (module docstring) for those that are None."""
-    how = {}
-    if max_distance is None:
-        max_distance = min(MAX_DISTANCE_FRACTION * geometry["diagonal_km"], MAX_DISTANCE_KM)
-        how["maxDistance"] = f"auto: {MAX_DISTANCE_RULE}"
-        if not max_distance > 0:
-            raise HotspotError(f"{source}: {KEYS['maxDistance']} = auto: all pixels share one "
-                               "position; set it (km) or give pixels at several positions")
-    else:
-        how["maxDistance"] = "template"
-    if bin_size is None:
-        bin_size = max(max_distance / NUM_BIN_AUTO, geometry["spacing_km"])
-        how["binSize"] = f"auto: {BIN_SIZE_RULE}"
-    else:
-        how["binSize"] = "template"
-    auto = " (auto)" if how["maxDistance"] != "template" else ""
-    check_range(bin_size, max_distance, source, auto)
-    return bin_size, max_distance, how
-
-
-def auto_num_pair(num_sample_pixel):
-    """numPair auto: 10^7, or the number of distinct pixel pairs when fewer."""
-    return int(max(1, min(NUM_PAIR_AUTO, num_sample_pixel * (num_sample_pixel - 1) // 2)))
-
-
-def fallback_length(geometry):
-    """Correlation length (km) used when the covariogram cannot resolve one (FALLBACK_RULE)."""
-    return max(FALLBACK_EXTENT_FRACTION * geometry["side_km"],
-               FALLBACK_MIN_SPACING * geometry["spacing_km"])
-
-
-def resolve_length(result, geometry):
-    """Set result['length'] / ['length_source']: the fit, or the fallback with its reason.
-
-    The fitted length is kept in result['length_fit'] (NaN when the fit failed).
-    """
-    result.setdefault("length_fit", float(result["length"]))
-    reason = None if result["status"] == "ok" else result["status"]
-    if reason is None:
-        note = result.get("fit_note", "")
-        result["length_source"] = f"fit ({note})" if note else "fit"
-        return result
-    result["length"] = fallback_length(geometry)
-    result["length_std"] = np.nan
-    result["length_std_method"] = "none (fallback)"
-    result["length_source"] = f"fallback: {reason}"
-    return result
 
 
 def run(ctx):
@@ -358,33 +267,14 @@ def read_sample(stack_file, max_pixel, seed, max_memory, log=print):
 
 
 # ---------------------------------------------------------------- pair sampling / products
-def _pair_kernel():
-    import numba
-
-    @numba.njit(parallel=True, cache=True)
-    def kernel(a, i, j, out):
-        t = a.shape[1]
-        for k in numba.prange(i.size):
-            x = a[i[k]]
-            y = a[j[k]]
-            s = 0.0
-            for e in range(t):
-                s += np.float64(x[e]) * np.float64(y[e])
-            out[k] = s / t
-        return out
-    return kernel
-
-
-_KERNEL = []
-
-
 def pair_covariance(anomaly, i, j):
     """c_ij = mean over epochs of anomaly[i] * anomaly[j], float64, for each pair."""
-    if not _KERNEL:
-        _KERNEL.append(_pair_kernel())
+    # imported here: numba compiles (or loads from cache) only when a covariogram is computed
+    from hotspot.steps.kernels.covariance import pair_covariance_kernel
+
     out = np.empty(len(i), dtype=np.float64)
     if out.size:
-        _KERNEL[0](anomaly, np.asarray(i, np.int64), np.asarray(j, np.int64), out)
+        pair_covariance_kernel(anomaly, np.asarray(i, np.int64), np.asarray(j, np.int64), out)
     return out
 
 
