@@ -214,3 +214,133 @@ def test_update_mode_skips_a_finished_run(field_dir, make_ctx):
     assert is_up_to_date("covariogram", cg, ctx)
     assert not is_up_to_date("covariogram", cg, make_ctx(field_dir, **{
         "hotspot.covariogram.model": "gaussian"}))
+
+
+# ---------------------------------------------------------------- auto range and fallback
+def auto_context(make_ctx, workdir, num_pair=300_000):
+    """Bins and range left to auto; numPair set so that the tests stay fast."""
+    return make_ctx(workdir, **{"hotspot.covariogram.numPair": num_pair,
+                                "hotspot.covariogram.binSize": "auto",
+                                "hotspot.covariogram.maxDistance": "auto"})
+
+
+def point_stack(path, lon, lat, disp):
+    dates = [f"{2016 + k // 12}{k % 12 + 1:02d}15" for k in range(disp.shape[1])]
+    return write_stack(path, disp, dates, lat, lon, attrs={"GRID": "no"})
+
+
+def small_scene(workdir, field, dx, seed=0):
+    """A square grid scene of ny x nx pixels at dx km from `field` (N, T in m), as a stack."""
+    n = int(round(math.sqrt(field.shape[0])))
+    lon, lat, *_ = grid_lonlat(n, n, dx)
+    rng = np.random.default_rng(seed)
+    disp = field + rng.normal(0, 0.05, (field.shape[0], 1))     # per-pixel offsets
+    point_stack(workdir / "hotspotStack.h5", lon, lat, disp)
+
+
+@pytest.mark.parametrize("width, height, spacing, bin_size, max_distance", [
+    (60.0, 55.0, 0.055, 0.5, 30.0),         # LA: today's 0.5 km bins over 30 km
+    (44.1, 44.9, 0.15, 0.5, 30.0),          # medium simulated scene: unchanged
+    (3.0, 3.0, 0.02, 3 * math.sqrt(2) / 2 / 60, 3 * math.sqrt(2) / 2),
+    (3.0, 3.0, 0.2, 0.2, 3 * math.sqrt(2) / 2),   # coarse pixels: one spacing per bin
+])
+def test_auto_range_rule(width, height, spacing, bin_size, max_distance):
+    geometry = {"width_km": width, "height_km": height, "diagonal_km": math.hypot(width, height),
+                "side_km": max(width, height), "spacing_km": spacing}
+    got_bin, got_max, how = cg.auto_range(geometry)
+    assert got_max == pytest.approx(max_distance)
+    assert got_bin == pytest.approx(bin_size)
+    assert got_max / got_bin >= 10 and got_bin >= spacing
+    assert how["binSize"].startswith("auto") and how["maxDistance"].startswith("auto")
+    # a value given in the template is kept as given
+    assert cg.auto_range(geometry, bin_size=0.1)[0] == 0.1
+    assert cg.auto_range(geometry, max_distance=2.0)[1] == 2.0
+
+
+def test_auto_range_template_bin_larger_than_auto_range_names_the_key():
+    geometry = {"width_km": 3.0, "height_km": 3.0, "diagonal_km": 4.24, "side_km": 3.0,
+                "spacing_km": 0.05}
+    with pytest.raises(HotspotError, match=r"maxDistance = 2\.12 \(auto\).*binSize = 5"):
+        cg.auto_range(geometry, bin_size=5.0)
+
+
+def test_scene_geometry_and_num_pair():
+    lon, lat, *_ = grid_lonlat(30, 40, 0.1)
+    geometry = cg.scene_geometry(lon, lat)
+    assert geometry["width_km"] == pytest.approx(3.9, rel=1e-3)
+    assert geometry["height_km"] == pytest.approx(2.9, rel=1e-3)
+    assert geometry["spacing_km"] == pytest.approx(0.1, rel=1e-3)
+    assert cg.auto_num_pair(1000) == 499_500 and cg.auto_num_pair(10 ** 6) == 10 ** 7
+
+
+def test_exponential_field_04km_on_3km_scene_is_resolved(tmp_path, capsys, make_ctx):
+    # 60 x 60 pixels at 50 m: a 3 km scene; the old auto bins (0.5 km) put the whole decay
+    # of a 0.4 km correlation length in the first bin
+    rng = np.random.default_rng(5)
+    small_scene(tmp_path, 0.01 * exponential_field(60, 60, 0.05, 0.4, 40, rng), 0.05)
+    cg.run(auto_context(make_ctx, tmp_path))
+    with h5py.File(tmp_path / "covariogram.h5", "r") as f:
+        attrs = dict(f.attrs)
+        count = f["pairCount"][:]
+    assert attrs["MAX_DISTANCE_KM"] == pytest.approx(0.5 * math.hypot(2.95, 2.95), rel=0.01)
+    assert attrs["BIN_SIZE_KM"] == pytest.approx(0.05, rel=1e-3)      # one pixel spacing
+    assert attrs["BIN_SIZE_SOURCE"].startswith("auto") and "MAX_DISTANCE_SOURCE" in attrs
+    assert attrs["PIXEL_SPACING_KM"] == pytest.approx(0.05, rel=1e-3)
+    assert (count[2:] > 0).all()
+    assert attrs["CORRELATION_LENGTH_SOURCE"] == "fit"
+    assert attrs["CORRELATION_LENGTH_KM"] == pytest.approx(0.4, rel=0.25)
+    assert cg.read_correlation_length(tmp_path) == attrs["CORRELATION_LENGTH_KM"]
+    assert "WARNING" not in capsys.readouterr().out
+
+
+def test_flat_field_falls_back_with_source_and_warning(tmp_path, capsys, make_ctx):
+    # white noise: no spatial correlation at any distance the bins can see
+    rng = np.random.default_rng(6)
+    small_scene(tmp_path, rng.normal(0, 0.01, (50 * 50, 30)), 0.06)
+    cg.run(auto_context(make_ctx, tmp_path, num_pair=100_000))
+    attrs = dict(h5py.File(tmp_path / "covariogram.h5", "r").attrs)
+    assert attrs["FIT_STATUS"] != "ok"
+    assert attrs["CORRELATION_LENGTH_SOURCE"].startswith("fallback: ")
+    assert attrs["FIT_STATUS"] in attrs["CORRELATION_LENGTH_SOURCE"]
+    expected = max(0.1 * 49 * 0.06, 4 * 0.06)
+    assert attrs["CORRELATION_LENGTH_KM"] == pytest.approx(expected, rel=1e-3)
+    assert not np.isfinite(attrs["CORRELATION_LENGTH_FIT_KM"])
+    assert "max(0.1 x the longer side" in attrs["CORRELATION_LENGTH_FALLBACK_RULE"]
+    out = capsys.readouterr().out
+    assert "WARNING: the covariogram resolves no correlation length" in out
+    # the consumers of the auto correlation length accept it
+    from hotspot.steps.dispersion import correlation_length
+    assert cg.read_correlation_length(tmp_path) == pytest.approx(expected, rel=1e-3)
+    assert correlation_length(tmp_path) == pytest.approx(expected, rel=1e-3)
+    assert cg.correlation_length_source(tmp_path).startswith("fallback")
+
+
+def test_scene_smaller_than_its_correlation_length_falls_back(tmp_path, capsys, make_ctx):
+    rng = np.random.default_rng(7)
+    small_scene(tmp_path, 0.01 * exponential_field(50, 50, 0.06, 30.0, 30, rng), 0.06)
+    cg.run(auto_context(make_ctx, tmp_path, num_pair=100_000))
+    attrs = dict(h5py.File(tmp_path / "covariogram.h5", "r").attrs)
+    assert attrs["CORRELATION_LENGTH_SOURCE"].startswith("fallback: ")
+    assert attrs["CORRELATION_LENGTH_KM"] == pytest.approx(0.1 * 49 * 0.06, rel=1e-3)
+    assert "WARNING" in capsys.readouterr().out
+
+
+def test_decay_within_the_first_bin_is_a_nugget(tmp_path, make_ctx):
+    # 'buildings' 75 m apart, 4 scatterers each within 4 m sharing a strong series of their own
+    # (a decay far below one bin), on top of a 0.5 km exponential field
+    rng = np.random.default_rng(8)
+    n, t = 40, 40
+    field = 0.01 * exponential_field(n, n, 0.075, 0.5, t, rng)
+    lon0, lat0, *_ = grid_lonlat(n, n, 0.075)
+    own = 0.02 * rng.standard_normal((n * n, t))
+    offsets = np.array([[0, 0], [0.004, 0], [0, 0.004], [0.003, 0.003]])
+    k_lon = KM_PER_DEG * math.cos(math.radians(LAT0))
+    lon = np.concatenate([lon0 + dx / k_lon for dx, _ in offsets])
+    lat = np.concatenate([lat0 + dy / KM_PER_DEG for _, dy in offsets])
+    disp = np.concatenate([field + own] * len(offsets)) + 0.002 * rng.standard_normal((4 * n * n, t))
+    point_stack(tmp_path / "hotspotStack.h5", lon, lat, disp)
+    cg.run(auto_context(make_ctx, tmp_path))
+    attrs = dict(h5py.File(tmp_path / "covariogram.h5", "r").attrs)
+    assert attrs["FIT_FIRST_BIN"] == 1 and "nugget" in attrs["FIT_NOTE"]
+    assert attrs["CORRELATION_LENGTH_SOURCE"].startswith("fit (")
+    assert attrs["CORRELATION_LENGTH_KM"] == pytest.approx(0.5, rel=0.3)

@@ -47,7 +47,8 @@ def test_unknown_key_is_an_error_with_closest_key(tmp_path):
 
 def test_auto_values_resolved():
     values = resolve_auto(default_values())
-    assert values["hotspot.covariogram.numPair"] == "10000000"
+    assert values["hotspot.tskm.numSample"] == "2000"
+    assert values["hotspot.covariogram.numPair"] == "auto"      # computed from the scene
     assert values["hotspot.tskm.metric"] == "softdtw"
     assert values["hotspot.dbscan.eps"] == "auto"          # computed by the step
     assert values["mintpy.compute.maxMemory"] == "4"

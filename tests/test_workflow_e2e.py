@@ -112,3 +112,32 @@ def test_bad_input_leaves_no_output(tmp_path, capsys):
     assert exc.value.code == 1
     assert "timeseries.h5" in capsys.readouterr().err
     assert not (tmp_path / "hotspotStack.h5").exists()
+
+
+@pytest.mark.slow
+def test_egms_3km_box_all_steps_with_an_empty_template(tmp_path, capsys):
+    # 300 points of a real EGMS burst in a 3 km box (tests/data/README.md). Nothing set: auto
+    # chooses bins, range and correlation length (or falls back) through dispersion and plot
+    # (on the DBSCAN labels); then the LSTM steps, with only their epochs cut for time.
+    shutil.copy(DATA / "egms_box3km.zip", tmp_path / "EGMS_L2b_117_0227_IW2_VV_2020_2024_1.zip")
+    _run(["--dir", tmp_path, "--end", "dbscan"])
+    _run(["--dir", tmp_path, "--dostep", "dispersion"])
+    _run(["--dir", tmp_path, "--dostep", "plot"])
+    assert (tmp_path / "hotspot.h5").is_file() and (tmp_path / "pic" / "covariogram.png").is_file()
+    with h5py.File(tmp_path / "covariogram.h5", "r") as f:
+        attrs = dict(f.attrs)
+    source = attrs["CORRELATION_LENGTH_SOURCE"]
+    assert source.startswith("fit") or source.startswith("fallback: ")
+    assert np.isfinite(attrs["CORRELATION_LENGTH_KM"]) and attrs["CORRELATION_LENGTH_KM"] > 0
+    # bins and range from the scene (3 km, 57 m spacing), not 0.5 km over 30 km
+    assert attrs["MAX_DISTANCE_KM"] < 2.2 and attrs["BIN_SIZE_KM"] < 0.1
+    with h5py.File(tmp_path / "clusterDBSCAN.h5", "r") as f:
+        assert source in f.attrs["EPS_SOURCE"]
+    cfg = tmp_path / "box.cfg"
+    cfg.write_text("hotspot.train_lstm.epochs = 2\n")
+    _run([cfg, "--start", "train_lstm", "--end", "dispersion"])
+    with h5py.File(tmp_path / "trainLSTM.h5", "r") as f:
+        assert "CORRELATION_LENGTH_KM" in f.attrs["BLOCK_SIZE_SOURCE"]
+    with h5py.File(tmp_path / "hotspot.h5", "r") as f:
+        assert "hotspot" in f
+    assert "ERROR" not in capsys.readouterr().err

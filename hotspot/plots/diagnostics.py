@@ -38,13 +38,16 @@ def plot_covariogram(data, out):
     if length is not None:
         length = float(length)
         std = attrs.get("CORRELATION_LENGTH_STD_KM")
-        text = f"correlation length {length:.2f}"
+        fallback = str(attrs.get("CORRELATION_LENGTH_SOURCE", "fit")).startswith("fallback")
+        # A fallback is no property of the covariogram: say so on the figure.
+        text = f"{'fallback ' if fallback else ''}correlation length {length:.2f}"
         if std is not None and np.isfinite(float(std)):
             std = float(std)
             ax.axvspan(length - std, length + std, color="tab:green", alpha=0.15)
             text += f" ± {std:.2f}"
         ax.axvline(length, color="tab:green", ls="--", lw=1.5, label=text + " km")
-        title += f"\ncorrelation length = {length:.2f} km"
+        title += (f"\ncorrelation length = {length:.2f} km"
+                  + (" (fallback: not resolved by the covariogram)" if fallback else ""))
     ax.axhline(0, color="0.5", lw=0.6)
     ax.set_xlabel("Distance between pixels (km)")
     ax.set_ylabel("Covariance (mm²)")

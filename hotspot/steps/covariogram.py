@@ -25,6 +25,17 @@ Model (scipy.optimize.curve_fit, weights = standard error of each bin):
 The offset absorbs signal common to the whole scene (a regional trend shared by all
 pixels), which otherwise inflates the correlation length.
 
+Distance bins, range and numPair (auto) come from the scene's extent and pixel spacing
+(covariogram_scene.py): 0.5 km bins over 30 km on scenes of 60 km and more.
+
+A correlation length is resolved when the fit succeeds, at least two bins lie within it,
+it is below the scene's diagonal and its jackknife standard deviation (below) is smaller
+than it (a length between maxDistance and the diagonal is kept, with a WARNING).
+When the fit to all bins resolves none, the first bin is left out as a nugget and the model
+is refitted from the second bin on (FIT_FIRST_BIN, FIT_NOTE): on EGMS point data the
+scatterers of one building move together, a steep drop within the first ~40 m on top of a
+~0.5 km decay that one exponential cannot fit together.
+
 Correlation length: the distance at which the model covariance falls to 1/e of the sill
 (above the offset).  That is L for the exponential and gaussian models and 0.4459 a for
 the spherical model.  Its standard deviation is a spatial block jackknife: the scene is
@@ -32,6 +43,10 @@ cut into JACKKNIFE_SIDE^2 blocks (by anchor pixel), the model is refitted leavin
 block in turn.  The formal standard deviation of the fit (from curve_fit's covariance
 matrix) is far smaller because neighbouring bins share pixels and signal; it is kept as
 CORRELATION_LENGTH_FORMAL_STD_KM.
+
+Fallback: when the covariogram resolves no correlation length (flat covariance, no decay,
+a length beyond the scene or not significant), the step goes on with the fallback of
+covariogram_scene.py, a WARNING and CORRELATION_LENGTH_SOURCE = 'fallback: <reason>'.
 """
 import math
 import time
@@ -56,12 +71,16 @@ MIN_PAIR_PER_BIN = 10
 # per chunk on one core; beyond, the bins' standard errors no longer shrink usefully.
 MAX_NUM_PAIR = 1_000_000_000
 JACKKNIFE_SIDE = 4
+# A correlation length is resolved when at least this many bins lie within it.
+MIN_BIN_PER_LENGTH = 2
 # Cells of binSize / 2 up to this many get a dense lookup table (int32: 200 MB).
 DENSE_CELL_LIMIT = 50_000_000
 ESTIMATOR = ("mean over pixel pairs in each distance bin of the temporal covariance "
              "(1/T) sum_t (d_i(t) - mean_i)(d_j(t) - mean_j), each series' temporal mean "
              "removed; pairs drawn stratified in distance among a random pixel subset")
-KEYS = {k: f"hotspot.covariogram.{k}" for k in ("numPair", "binSize", "maxDistance", "model")}
+from hotspot.steps.covariogram_scene import (FALLBACK_RULE, KEYS, NUM_PAIR_RULE, auto_num_pair,
+                                             auto_range, check_range, resolve_length,
+                                             scene_geometry)
 
 
 # ---------------------------------------------------------------- step interface
@@ -74,21 +93,19 @@ def outputs(ctx):
 
 
 def read_settings(config):
-    """The step's template values, checked (HotspotError names the key)."""
-    num_pair = config.get_int(KEYS["numPair"], min_value=1, max_value=MAX_NUM_PAIR)
-    bin_size = config.get_float(KEYS["binSize"])
-    max_distance = config.get_float(KEYS["maxDistance"])
+    """The step's template values, checked (HotspotError names the key); None = auto."""
+    def number(name, getter, **kw):
+        return None if config.is_auto(KEYS[name]) else getter(KEYS[name], **kw)
+    num_pair = number("numPair", config.get_int, min_value=1, max_value=MAX_NUM_PAIR)
+    bin_size = number("binSize", config.get_float)
+    max_distance = number("maxDistance", config.get_float)
     model = config.get_choice(KEYS["model"], MODELS)
-    if not bin_size > 0:
-        raise HotspotError(f"{config.source}: {KEYS['binSize']} = {bin_size} is not valid; "
-                           "expected a distance > 0 (km)")
-    if not max_distance > bin_size:
-        raise HotspotError(f"{config.source}: {KEYS['maxDistance']} = {max_distance} is not "
-                           f"valid; expected a distance (km) larger than {KEYS['binSize']} "
-                           f"= {bin_size}")
-    if max_distance / bin_size > 100_000:
-        raise HotspotError(f"{config.source}: {KEYS['maxDistance']} / {KEYS['binSize']} = "
-                           f"{max_distance / bin_size:.0f} bins; expected at most 100000 bins")
+    for name, value in (("binSize", bin_size), ("maxDistance", max_distance)):
+        if value is not None and not value > 0:
+            raise HotspotError(f"{config.source}: {KEYS[name]} = {value} is not valid; "
+                               "expected a distance > 0 (km)")
+    if bin_size is not None and max_distance is not None:
+        check_range(bin_size, max_distance, config.source)
     return num_pair, bin_size, max_distance, model
 
 
@@ -101,24 +118,41 @@ def run(ctx):
     max_pixel = max(2, min(MAX_SAMPLE_PIXEL, mem_pixels))
     lon, lat, anomaly = read_sample(stack_file, max_pixel, ctx.config.seed,
                                     ctx.config.max_memory, log=ctx.log)
+    pos = read_pixels(stack_file, ["longitude", "latitude"])
+    geometry = scene_geometry(pos["longitude"], pos["latitude"], ctx.config.seed)
+    bin_size, max_distance, how = auto_range(geometry, bin_size, max_distance,
+                                             ctx.config.source)
+    how["numPair"] = "template"
+    if num_pair is None:
+        num_pair, how["numPair"] = auto_num_pair(lon.size), f"auto: {NUM_PAIR_RULE}"
+    ctx.log(f"scene {geometry['width_km']:.3g} x {geometry['height_km']:.3g} km, median pixel "
+            f"spacing {geometry['spacing_km'] * 1000:.3g} m: {KEYS['maxDistance']} = "
+            f"{max_distance:.4g} km ({how['maxDistance']}), {KEYS['binSize']} = "
+            f"{bin_size:.4g} km ({how['binSize']})")
     result = covariogram(lon, lat, anomaly, num_pair, bin_size, max_distance, model,
                          seed=ctx.config.seed, log=ctx.log)
-    out = write_covariogram(ctx.path(COV_FILE), result, ctx.step_attrs("covariogram"),
-                            num_sample_pixel=lon.size, num_pixel=info.num_pixel)
-    if result["status"] == "ok":
+    resolve_length(result, geometry)
+    if result["length_source"].startswith("fit"):
         ctx.log(f"correlation length ({model} model): {result['length']:.3f} "
                 f"+/- {result['length_std']:.3f} km")
         if result["length"] > max_distance / 2:
             ctx.log(f"WARNING: the correlation length is over half of {KEYS['maxDistance']} "
-                    f"= {max_distance} km; increase it to constrain the fit")
+                    f"= {max_distance:g} km; increase it to constrain the fit")
     else:
-        ctx.log(f"WARNING: {result['status']}; set hotspot.dbscan.eps and "
-                "hotspot.dispersion.maxStandardDistance explicitly")
+        ctx.log(f"WARNING: the covariogram resolves no correlation length "
+                f"({result['length_source'][len('fallback: '):]}); "
+                f"using the fallback {FALLBACK_RULE} = {result['length']:.3f} km. Set "
+                "hotspot.dbscan.eps, hotspot.dispersion.maxStandardDistance and "
+                "hotspot.train_lstm.blockSize to override it")
+    out = write_covariogram(ctx.path(COV_FILE), result, ctx.step_attrs("covariogram"),
+                            num_sample_pixel=lon.size, num_pixel=info.num_pixel,
+                            geometry=geometry, how=how)
     ctx.log(f"write {out}")
 
 
 def read_correlation_length(workdir):
-    """CORRELATION_LENGTH_KM of WORKDIR/covariogram.h5 (the `auto` eps / dispersion distance)."""
+    """CORRELATION_LENGTH_KM of WORKDIR/covariogram.h5 (the `auto` eps / dispersion distance):
+    the fit or, when the covariogram resolved none, the fallback (CORRELATION_LENGTH_SOURCE)."""
     path = Path(workdir) / COV_FILE
     hint = ("run the covariogram step (hotspotApp.py TEMPLATE --dostep covariogram) or set "
             "the key that needs it explicitly (hotspot.dbscan.eps, "
@@ -131,17 +165,32 @@ def read_correlation_length(workdir):
     except (KeyError, TypeError, ValueError):
         raise HotspotError(f"{path}: attribute CORRELATION_LENGTH_KM missing or not a number; "
                            f"{hint}") from None
-    if not (math.isfinite(value) and value > 0) or attrs.get("FIT_STATUS", "ok") != "ok":
+    # Files written before the fallback have no source: only a successful fit counts there.
+    usable = "CORRELATION_LENGTH_SOURCE" in attrs or attrs.get("FIT_STATUS", "ok") == "ok"
+    if not (math.isfinite(value) and value > 0) or not usable:
         raise HotspotError(f"{path}: no valid correlation length ({attrs.get('FIT_STATUS', value)})"
                            f"; {hint}")
     return value
 
 
-def write_covariogram(path, result, step_attrs, num_sample_pixel, num_pixel):
+def correlation_length_source(workdir):
+    """CORRELATION_LENGTH_SOURCE of WORKDIR/covariogram.h5 ('fit', 'fallback: ...')."""
+    path = Path(workdir) / COV_FILE
+    if not path.is_file():
+        return "none"
+    return str(read_attrs(path).get("CORRELATION_LENGTH_SOURCE", "fit"))
+
+
+def write_covariogram(path, result, step_attrs, num_sample_pixel, num_pixel, geometry=None,
+                      how=None):
     attrs = dict(step_attrs)
     attrs.update({
         "FILE_TYPE": "covariogram",
         "CORRELATION_LENGTH_KM": float(result["length"]),
+        "CORRELATION_LENGTH_SOURCE": result.get("length_source",
+                                                 "fit" if result["status"] == "ok" else "none"),
+        "CORRELATION_LENGTH_FIT_KM": float(result.get("length_fit", result["length"])),
+        "CORRELATION_LENGTH_FALLBACK_RULE": FALLBACK_RULE,
         "CORRELATION_LENGTH_STD_KM": float(result["length_std"]),
         "CORRELATION_LENGTH_STD_METHOD": result["length_std_method"],
         "CORRELATION_LENGTH_FORMAL_STD_KM": float(result["length_formal_std"]),
@@ -153,6 +202,8 @@ def write_covariogram(path, result, step_attrs, num_sample_pixel, num_pixel):
         "SILL": float(result["sill"]),
         "OFFSET": float(result["offset"]),
         "FIT_STATUS": result["status"],
+        "FIT_FIRST_BIN": int(result.get("fit_first_bin", 0)),
+        "FIT_NOTE": result.get("fit_note", ""),
         "ESTIMATOR": ESTIMATOR,
         "NUM_PAIR": int(result["num_pair"]),
         "NUM_SAMPLE_PIXEL": int(num_sample_pixel),
@@ -161,6 +212,14 @@ def write_covariogram(path, result, step_attrs, num_sample_pixel, num_pixel):
         "MAX_DISTANCE_KM": float(result["max_distance"]),
         "UNIT": "m^2",
     })
+    names = {"numPair": "NUM_PAIR_SOURCE", "binSize": "BIN_SIZE_SOURCE",
+             "maxDistance": "MAX_DISTANCE_SOURCE"}
+    attrs.update({names[key]: value for key, value in (how or {}).items()})
+    if geometry is not None:
+        attrs.update({"SCENE_WIDTH_KM": geometry["width_km"],
+                      "SCENE_HEIGHT_KM": geometry["height_km"],
+                      "SCENE_DIAGONAL_KM": geometry["diagonal_km"],
+                      "PIXEL_SPACING_KM": geometry["spacing_km"]})
     datasets = {
         "distance": result["distance"],
         "covariance": result["covariance"],
@@ -364,8 +423,9 @@ def empirical_covariogram(lon, lat, anomaly, num_pair, bin_size, max_distance, s
             "bin_size": bin_size, "max_distance": max_distance, "block_sums": sums}
 
 
-def jackknife_length_std(emp, model):
-    """Spatial block jackknife standard deviation of the correlation length (NaN if < 3 blocks)."""
+def jackknife_length_std(emp, model, first=0):
+    """Spatial block jackknife standard deviation of the correlation length (NaN if < 3 blocks),
+    fitting the bins from `first` on."""
     sums = emp["block_sums"]
     blocks = np.nonzero(sums[2].sum(axis=1) > 0)[0]
     if blocks.size < 3:
@@ -374,7 +434,8 @@ def jackknife_length_std(emp, model):
     for k in blocks:
         total, total_sq, count = sums.sum(axis=1) - sums[:, k]
         mean, std = _bin_stats(total, total_sq, count)
-        fit = fit_model(emp["distance"], mean, std, count, model)
+        fit = fit_model(emp["distance"][first:], mean[first:], std[first:], count[first:],
+                        model)
         lengths.append(fit["length"] if fit["status"] == "ok" else np.nan)
     lengths = np.asarray(lengths)
     if not np.isfinite(lengths).all():
@@ -475,21 +536,72 @@ def fit_model(distance, covariance, covariance_std, count, model):
             "status": status}
 
 
+def _fit_from(emp, model, first):
+    """fit_model on the bins from `first` on, with the jackknife standard deviation."""
+    fit = fit_model(emp["distance"][first:], emp["covariance"][first:],
+                    emp["covariance_std"][first:], emp["count"][first:], model)
+    fit["length_formal_std"] = fit["length_std"]
+    fit["length_std_method"] = "formal (curve_fit covariance matrix)"
+    if fit["status"] == "ok":
+        jack = jackknife_length_std(dict(emp, **fit), model, first)
+        if np.isfinite(jack):
+            fit["length_std"] = max(jack, fit["length_std"])
+            fit["length_std_method"] = (f"spatial block jackknife ({JACKKNIFE_SIDE}x"
+                                        f"{JACKKNIFE_SIDE} blocks of anchor pixels)")
+    return fit
+
+
+def unresolved(fit, bin_size, scene_size):
+    """Why `fit` resolves no correlation length, or None when it does (scene_size: the
+    diagonal of the pixels' bounding box, km)."""
+    if fit["status"] != "ok":
+        return fit["status"]
+    length, std = fit["length"], fit["length_std"]
+    if length < MIN_BIN_PER_LENGTH * bin_size:
+        return (f"length {length:.3g} km below {MIN_BIN_PER_LENGTH} bins of {bin_size:.3g} km "
+                "(a decay the bins cannot resolve)")
+    if length > scene_size:
+        return (f"length {length:.3g} km beyond the scene's {scene_size:.3g} km diagonal (the "
+                "scene is smaller than its correlation length)")
+    if not std < length:
+        return (f"length {length:.3g} +/- {std:.3g} km, not significant "
+                f"({fit['length_std_method']})")
+    return None
+
+
 def covariogram(lon, lat, anomaly, num_pair, bin_size, max_distance, model="exponential",
                 seed=0, log=print):
-    """Empirical covariogram + fitted model: the step's pure computation."""
+    """Empirical covariogram + fitted model: the step's pure computation.
+
+    A correlation length is resolved when the fit succeeds, at least MIN_BIN_PER_LENGTH (2)
+    bins lie within it, it is below the scene's diagonal and its (jackknife) standard
+    deviation is below it.  When the fit to all bins resolves none, the first bin is left out as a nugget
+    (a drop within it: on point data, scatterers of one building move together) and the
+    model is refitted from the second bin on (FIT_FIRST_BIN = 1).  When neither resolves
+    one, status says why (and the step falls back, resolve_length).
+    """
     emp = empirical_covariogram(lon, lat, anomaly, num_pair, bin_size, max_distance,
                                 seed=seed, log=log)
-    fit = fit_model(emp["distance"], emp["covariance"], emp["covariance_std"], emp["count"],
-                    model)
+    x, y = lonlat_to_xy_km(lon, lat)
+    scene_size = math.hypot(np.ptp(x), np.ptp(y))
+    first, note = 0, ""
+    fit = _fit_from(emp, model, 0)
+    why = unresolved(fit, bin_size, scene_size)
+    if why is not None:
+        refit = _fit_from(emp, model, 1)
+        why_refit = unresolved(refit, bin_size, scene_size)
+        if why_refit is None:
+            note = (f"all bins: {why}; the first bin is left out as a nugget, fitted from the "
+                    "second bin on")
+            first, fit, why = 1, refit, None
+        else:
+            why = f"all bins: {why}; from the second bin on: {why_refit}"
+    if note:
+        log(f"covariogram: {note}")
     emp.update(fit)
-    emp["length_formal_std"] = fit["length_std"]
-    emp["length_std_method"] = "formal (curve_fit covariance matrix)"
-    if fit["status"] == "ok":
-        jack = jackknife_length_std(emp, model)
-        if np.isfinite(jack):
-            emp["length_std"] = max(jack, fit["length_std"])
-            emp["length_std_method"] = (f"spatial block jackknife ({JACKKNIFE_SIDE}x"
-                                        f"{JACKKNIFE_SIDE} blocks of anchor pixels)")
+    emp["fit_first_bin"], emp["fit_note"] = first, note
+    emp["length_fit"] = float(fit["length"]) if fit["status"] == "ok" else np.nan
+    if why is not None:
+        emp.update(length=np.nan, length_std=np.nan, status=f"not resolved: {why}")
     emp["model_covariance"] = model_covariance(emp["distance"], model, fit["params"])
     return emp

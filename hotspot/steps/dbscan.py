@@ -112,10 +112,12 @@ def _per_cluster(values, num_cluster, key, source, unit):
 def read_settings(config, num_cluster, workdir):
     """(eps list km, eps source, minSamples list or None = auto), one per temporal cluster."""
     if config.is_auto(EPS_KEY):
-        from hotspot.steps.covariogram import COV_FILE, read_correlation_length
+        from hotspot.steps.covariogram import (COV_FILE, correlation_length_source,
+                                               read_correlation_length)
         length = read_correlation_length(workdir)
         eps = [length] * num_cluster
-        eps_source = (f"auto: min(CORRELATION_LENGTH_KM of {COV_FILE}, max({EPS_SPACING} x "
+        eps_source = (f"auto: min(CORRELATION_LENGTH_KM of {COV_FILE} "
+                      f"({correlation_length_source(workdir)}), max({EPS_SPACING} x "
                       f"the median pixel spacing, {EPS_MIN_KM} km))")
     else:
         values = config.get_list(EPS_KEY, float)

@@ -134,7 +134,8 @@ def auto_block_size(workdir, x, y, log=print):
         except (TypeError, ValueError):
             length = None
         if length and np.isfinite(length) and length > 0:
-            return 2.0 * length, f"2 x CORRELATION_LENGTH_KM of {COVARIOGRAM_FILE}"
+            source = read_attrs(cov).get("CORRELATION_LENGTH_SOURCE", "fit")
+            return 2.0 * length, f"2 x CORRELATION_LENGTH_KM of {COVARIOGRAM_FILE} ({source})"
     extent = max(np.nanmax(x) - np.nanmin(x), np.nanmax(y) - np.nanmin(y))
     size = max(float(extent) / 5.0, 1e-3)
     log(f"{COVARIOGRAM_FILE} with CORRELATION_LENGTH_KM not found: {KEY}blockSize = "
