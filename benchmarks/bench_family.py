@@ -72,7 +72,7 @@ def _last_error(log):
     return lines[-1] if lines else "step failed (see log)"
 
 
-def run_scene(workdir, seed, null, full):
+def run_scene(workdir, seed, null, full, size="medium"):
     """Simulate (if needed), run the pipeline, score; returns the scene's record."""
     from hotspot.score import score_files
     from hotspot.simulation.family import simulate_family
@@ -80,7 +80,7 @@ def run_scene(workdir, seed, null, full):
     truth = workdir / "hotspotTruth.h5"
     t0 = time.time()
     if not truth.is_file():
-        simulate_family(workdir, seed, null=null, print_msg=False)
+        simulate_family(workdir, seed, size=size, null=null, print_msg=False)
     sim_seconds = time.time() - t0
     mode = "full" if full else "fast"
     template = workdir / "bench.cfg"
@@ -231,6 +231,9 @@ def main(argv=None):
     parser.add_argument("--full", action="store_true", help="run all 8 steps (LSTM included)")
     parser.add_argument("--held-out", dest="held_out", action="store_true",
                         help="allow seeds >= 1000 (the held-out set: final report only)")
+    parser.add_argument("--size", default="medium", choices=["small", "medium"],
+                        help="scene size (small: a smoke test of the script; default: "
+                             "%(default)s)")
     parser.add_argument("--rescore", action="store_true",
                         help="score existing outputs again (no simulation, no pipeline run)")
     inps = parser.parse_args(argv)
@@ -248,6 +251,8 @@ def main(argv=None):
     records = []
     for seed, null in scenes:
         folder = f"{'null' if null else 'seed'}_{seed:04d}"
+        if inps.size != "medium":
+            folder += f"_{inps.size}"
         score_file = root / folder / f"score_{mode}.json"
         if score_file.is_file() and not inps.rescore:
             record = json.loads(score_file.read_text())
@@ -260,7 +265,7 @@ def main(argv=None):
             _atomic_json(score_file, record)
         else:
             print(f"{folder}: simulating and running the {mode} pipeline ...", flush=True)
-            record = run_scene(root / folder, seed, null, inps.full)
+            record = run_scene(root / folder, seed, null, inps.full, inps.size)
             _atomic_json(score_file, record)
             print(f"{folder}: {record['pipeline_seconds'] / 60:.1f} min"
                   f"{', ERROR ' + record['error'] if record['error'] else ''}", flush=True)
