@@ -51,7 +51,9 @@ def commit():
     try:
         head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                               capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "-uno"],
+        # only the code counts: docs and tests edited during a run leave the result as is
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "-uno", "--",
+                                "hotspot", "benchmarks", "pyproject.toml"],
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -271,3 +271,10 @@ def test_bench_protocol_refuses_held_out_seeds(tmp_path, capsys):
         bench.main(["--dir", str(tmp_path), "--seeds", f"998-{HELD_OUT_SEED}"])
     assert "held out" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_docs_list_every_declared_range():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "quality.md").read_text()
+    section = text[text.index("## Scene family (issue 12)"):]
+    for key in [*RANGES, "valid_pixel", "num_date", "num_hotspot"]:
+        assert f"`{key}`" in section, key

@@ -54,7 +54,9 @@ the drawn parameters as JSON in the root attribute family.parameters.
 
 Randomness: each component draws from its own numpy Generator seeded with
 (seed, FAMILY_KEY, component), so the same seed writes identical files, and a null scene
-(null=True) has the same nuisances as the scene of the same seed, without its hotspots.
+(null=True) has the parameters, mask and random fields of the scene of the same seed, without
+its hotspots (the reference pixel and the unwrapping-error patches, which keep away from
+hotspots, may lie elsewhere).
 """
 import contextlib
 import json
