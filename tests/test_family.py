@@ -49,6 +49,7 @@ def test_parameters_within_declared_ranges():
         assert lay["geometry"] in GEOMETRIES and lay["density"] in DENSITIES
         assert _within(lay["valid_fraction"], RANGES["valid_fraction"][lay["density"]])
         assert _within(lay["hole_fraction"], RANGES["hole_fraction"])
+        assert _within(lay["lat0"], RANGES["lat0"]) and _within(lay["lon0"], RANGES["lon0"])
         assert _within(smp["num_date"], size.num_date) and smp["sampling"] in SAMPLINGS
         assert _within(smp["num_gap"], RANGES["num_gap"])
         assert all(_within(g, RANGES["gap_days"]) for g in smp["gap_days"])

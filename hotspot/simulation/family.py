@@ -97,6 +97,8 @@ RANGES = {
     "num_gap": (0, 2),                     # integer
     "gap_days": (60, 180),
     "start_year": (2015, 2020),            # integer
+    "lat0": (-60.0, 60.0),                 # first pixel's latitude
+    "lon0": (-180.0, 180.0),               # first pixel's longitude, clipped at 178
     # hotspots
     "shape": SHAPES,
     "plateau_fraction": (0.3, 0.7),        # rho where the plateau ends
@@ -238,7 +240,8 @@ def draw_parameters(seed, size="medium", null=False, geometry=None):
         "density": density,
         "valid_fraction": float(rng.uniform(*RANGES["valid_fraction"][density])),
         "hole_fraction": _uniform(rng, "hole_fraction"),
-        "lat0": float(rng.uniform(-60, 60)), "lon0": float(rng.uniform(-180, 180)),
+        # the scene (< 1 deg wide) must not cross the antimeridian
+        "lat0": _uniform(rng, "lat0"), "lon0": min(_uniform(rng, "lon0"), 178.0),
     }
     if geometry is not None:
         layout["geometry"] = geometry
