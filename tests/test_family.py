@@ -282,3 +282,22 @@ def test_docs_list_every_declared_range():
     section = text[text.index("## Scene family (issue 12)"):]
     for key in [*RANGES, "valid_pixel", "num_date", "num_hotspot"]:
         assert f"`{key}`" in section, key
+
+
+@pytest.mark.slow
+def test_bench_family_small_scene_end_to_end(tmp_path, capsys):
+    """bench_family.py simulates, runs load_data -> dbscan + dispersion, scores, reports,
+    and skips the scored scene when run again."""
+    bench = _bench()
+    bench.main(["--dir", str(tmp_path), "--seeds", "0", "--size", "small"])
+    out = capsys.readouterr().out
+    record = json.loads((tmp_path / "seed_0000_small" / "score_fast.json").read_text())
+    assert record["error"] is None and record["seed"] == 0 and not record["null"]
+    score = record["scores"]["hotspot.h5"]
+    assert score["num_hotspot"] == record["scene"]["num_hotspot"] >= 1
+    assert "| seed 0 |" in out and "eligible detected by signal type" in out
+    summary = json.loads((tmp_path / "report_fast.json").read_text())
+    assert summary["totals"]["signal_scenes"] == 1
+    assert (tmp_path / "report_fast.md").read_text().startswith("Scene family")
+    bench.main(["--dir", str(tmp_path), "--seeds", "0", "--size", "small"])
+    assert "scored before" in capsys.readouterr().out
