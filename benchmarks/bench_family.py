@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+from hotspot import products
+
 REPO = Path(__file__).resolve().parents[1]
 SIZE_CLASSES = [(0.0, 0.75, "< 0.75 km"), (0.75, 1.5, "0.75-1.5 km"), (1.5, 3.0, "1.5-3 km"),
                 (3.0, float("inf"), ">= 3 km")]
@@ -82,10 +84,10 @@ def _last_error(log):
 
 def run_scene(workdir, seed, null, full, size="medium"):
     """Simulate (if needed), run the pipeline, score; returns the scene's record."""
-    from hotspot.score import score_files
+    from hotspot.simulation import score_files
     from hotspot.simulation.family import simulate_family
     workdir.mkdir(parents=True, exist_ok=True)
-    truth = workdir / "hotspotTruth.h5"
+    truth = workdir / products.TRUTH
     t0 = time.time()
     if not truth.is_file():
         simulate_family(workdir, seed, size=size, null=null, print_msg=False)
@@ -97,7 +99,7 @@ def run_scene(workdir, seed, null, full, size="medium"):
     log.unlink(missing_ok=True)
     # an earlier --full run leaves clusterLSTM.h5, which dispersion would prefer
     if not full:
-        (workdir / "clusterLSTM.h5").unlink(missing_ok=True)
+        (workdir / products.LSTM).unlink(missing_ok=True)
     t0 = time.time()
     cpu0 = _children_cpu()
     if full:
@@ -116,10 +118,10 @@ def run_scene(workdir, seed, null, full, size="medium"):
 
 
 def score_outputs(workdir, score_files):
-    truth = workdir / "hotspotTruth.h5"
-    scores = {"hotspot.h5": score_files(workdir / "hotspot.h5", truth)}
-    if (workdir / "clusterDBSCAN.h5").is_file():
-        scores["clusterDBSCAN.h5"] = score_files(workdir / "clusterDBSCAN.h5", truth,
+    truth = workdir / products.TRUTH
+    scores = {products.HOTSPOT: score_files(workdir / products.HOTSPOT, truth)}
+    if (workdir / products.DBSCAN).is_file():
+        scores[products.DBSCAN] = score_files(workdir / products.DBSCAN, truth,
                                                  ignore_background=0.02)
     return scores
 
@@ -142,7 +144,7 @@ def scene_info(truth_file):
 
 def _missed_rows(truth_file):
     """Hotspot entries, all missed, of a scene whose pipeline stopped."""
-    from hotspot.simulate import read_truth
+    from hotspot.simulation import read_truth
     truth = read_truth(truth_file)
     return [{"id": int(hid), "behaviour": truth["behaviour"][i], "shape": truth["shape"][i],
              "size_km": float(truth["sizeKm"][i]), "peak": float(truth["peakSignal"][i]),
@@ -166,10 +168,10 @@ def report(records, workdir):
     for rec in records:
         info = rec["scene"]
         name = f"{'null' if rec['null'] else 'seed'} {rec['seed']}"
-        rows = (rec["scores"]["hotspot.h5"]["hotspots"] if "hotspot.h5" in rec["scores"]
-                else _missed_rows(Path(workdir) / rec["folder"] / "hotspotTruth.h5"))
-        false = rec["scores"]["hotspot.h5"]["num_false"] if "hotspot.h5" in rec["scores"] else 0
-        db = rec["scores"].get("clusterDBSCAN.h5")
+        rows = (rec["scores"][products.HOTSPOT]["hotspots"] if products.HOTSPOT in rec["scores"]
+                else _missed_rows(Path(workdir) / rec["folder"] / products.TRUTH))
+        false = rec["scores"][products.HOTSPOT]["num_false"] if products.HOTSPOT in rec["scores"] else 0
+        db = rec["scores"].get(products.DBSCAN)
         db_elig = (sum(h["detected"] for h in db["hotspots"] if h["eligible"]) if db else 0)
         elig = [h for h in rows if h["eligible"]]
         n_elig_det = sum(h["detected"] for h in elig)
@@ -221,10 +223,10 @@ def report(records, workdir):
     summary = {"totals": totals, "groups": groups,
                "commits": sorted({rec["commit"] for rec in records}),
                "scenes": [{k: v for k, v in rec.items() if k != "scores"} | {
-                   "hotspot.h5": {k: rec["scores"]["hotspot.h5"][k]
+                   products.HOTSPOT: {k: rec["scores"][products.HOTSPOT][k]
                                   for k in ("num_detected", "num_hotspot", "num_false",
                                             "num_eligible", "num_eligible_detected")}
-                   if "hotspot.h5" in rec["scores"] else None} for rec in records]}
+                   if products.HOTSPOT in rec["scores"] else None} for rec in records]}
     return "\n".join(lines), summary
 
 
@@ -272,9 +274,9 @@ def main(argv=None):
             record = json.loads(score_file.read_text())
             print(f"{folder}: scored before ({score_file})", flush=True)
         elif inps.rescore and score_file.is_file():
-            from hotspot.score import score_files
+            from hotspot.simulation import score_files
             record = json.loads(score_file.read_text())
-            record["scene"] = scene_info(root / folder / "hotspotTruth.h5")
+            record["scene"] = scene_info(root / folder / products.TRUTH)
             if record["error"] is None:
                 record["scores"] = score_outputs(root / folder, score_files)
             _atomic_json(score_file, record)

@@ -11,8 +11,8 @@ import pytest
 
 from hotspot.cli import hotspotApp as app
 from hotspot.cli import simulate as cli
-from hotspot.score import score_files
-from hotspot.simulate import TRUTH_LEVEL, read_truth
+from hotspot.simulation import read_truth, score_files
+from hotspot.simulation.presets import TRUTH_LEVEL
 from hotspot.simulation.family import (BASE_SIGNALS, DENSITIES, ELIGIBLE_SNR, GEOMETRIES,
                                        HELD_OUT_SEED, RANGES, SAMPLINGS, SHAPES, SIGNALS, SIZES,
                                        FamilyScene, draw_parameters, make_family_dates,

@@ -62,7 +62,7 @@ def _run(inps):
         return _run_family(inps)
     if inps.null or inps.geometry:
         raise HotspotError("--null / --geometry need --family")
-    from hotspot.simulate import simulate_scene, truth_summary
+    from hotspot.simulation import simulate_scene, truth_summary
     paths = simulate_scene(inps.outdir, preset=inps.preset, difficulty=inps.difficulty,
                            seed=inps.seed, num_date=inps.num_date, wabinsar=inps.wabinsar,
                            mat_format=inps.mat_format)

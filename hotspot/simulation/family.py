@@ -1,6 +1,6 @@
 """A randomized family of simulated InSAR scenes (issue 12): every parameter drawn per seed.
 
-hotspot.simulate writes a few fixed scene designs; the dispersion rules were fitted on them.
+hotspot.simulation.scene writes a few fixed scene designs; the dispersion rules were fitted on them.
 This module draws every nuisance and hotspot parameter from the ranges declared in RANGES
 (and SIZES for the scene size), so that detection can be tuned on some seeds and measured on
 others it never saw (docs/quality.md, "Scene family (issue 12)"):
@@ -30,7 +30,7 @@ spacing dy x dx km (rows x columns):
   seasonal     a background annual cosine whose amplitude varies in space (x (1 + 0.6 f),
                f a smooth 10 km field, clipped to [0, 2]), one phase per scene.
   ramps        a random plane per epoch of drawn spatial std, plus a slow drift.
-  white noise  per pixel, from the temporal coherence (as hotspot.simulate).
+  white noise  per pixel, from the temporal coherence (as hotspot.simulation.scene).
   unwrapping   connected patches (irregular blobs) and scattered single pixels that jump by
                n x lambda / 2 (n = +-1 or +-2) over an interval of epochs.
 Pixel density: 'urban' (dense), 'mixed', 'vegetated' (scattered coherent pixels) set the
@@ -51,7 +51,7 @@ long-wavelength parts (ramps, a 10-km seasonal pattern) hardly hide a hotspot of
 yet they would raise the bar to 3 x 6-14 mm: 18 % of the hotspots of seeds 0-19 eligible
 (24 of 131), none in 12 of the 20 scenes; with the turbulence 33 % (43 of 131), none in 4.
 
-hotspotTruth.h5 has the layout of hotspot.simulate's (hotspot_score.py reads it), with
+hotspotTruth.h5 has the layout of hotspot.simulation.scene's (hotspot_score.py reads it), with
 twinGroup all 0, 'behaviour' = the signal type, 'amplitude' = the signed peak, and per
 hotspot: shape, aspectRatio, sizeKm, peakSignal (m, > 0), eligible (0/1); noiseLevel (m);
 the drawn parameters as JSON in the root attribute family.parameters.
@@ -70,15 +70,17 @@ from pathlib import Path
 
 import numpy as np
 
-from hotspot.simulate import (KM_PER_DEG, MIN_TEMP_COH, TRUTH_LEVEL, WAVELENGTH,
-                              FieldGenerator, Grid, Preset, _chunk_depth, _write_mintpy,
-                              choose_reference, sensor_attributes)
+from hotspot import products
+from hotspot.simulation.fields import FieldGenerator, Grid, choose_reference, sensor_attributes
+from hotspot.simulation.presets import (KM_PER_DEG, MIN_TEMP_COH, TRUTH_LEVEL, WAVELENGTH,
+                                        Preset)
+from hotspot.simulation.scene import _chunk_depth, _write_mintpy
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.h5io import atomic_path, write_h5
 
 HELD_OUT_SEED = 1000         # seeds >= this are the held-out test set
 ELIGIBLE_SNR = 3.0           # eligible hotspot: peak >= 3 x noise level
-FAMILY_KEY = 12              # random stream namespace (issue 12), apart from hotspot.simulate's
+FAMILY_KEY = 12              # random stream namespace (issue 12), apart from hotspot.simulation.scene's
 
 SHAPES = ("gaussian", "cosine", "plateau")
 SIGNALS = ("linear", "seasonal", "step", "decay", "acceleration", "pulse", "combination")
@@ -722,7 +724,7 @@ class FamilyScene:
 # ---------------------------------------------------------------- writing
 
 def write_family_truth(path, scene, noise_level, nuisance_std):
-    """hotspotTruth.h5 in hotspot.simulate's layout plus the family's per-hotspot fields."""
+    """hotspotTruth.h5 in hotspot.simulation.scene's layout plus the family's per-hotspot fields."""
     grid = scene.grid
     truth = scene.truth_raster()
     hot = scene.hotspots
@@ -854,7 +856,7 @@ def simulate_family(outdir, seed, size="medium", null=False, geometry=None, prin
         {"velocity": velocity.astype(np.float32), "velocityStd": velocity_std.astype(np.float32)},
         {**atr, "FILE_TYPE": "velocity", "UNIT": "m/year"},
         units={"velocity": "m/year", "velocityStd": "m/year"})
-    paths["truth"] = write_family_truth(outdir / "hotspotTruth.h5", scene,
+    paths["truth"] = write_family_truth(outdir / products.TRUTH, scene,
                                         math.sqrt(float(np.mean(turb_var))),
                                         math.sqrt(float(np.mean(nuisance_var))))
     for key, path in paths.items():
