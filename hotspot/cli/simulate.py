@@ -6,6 +6,8 @@ EXAMPLE = """example:
   hotspot_simulate.py sim_medium --preset medium --difficulty hard --seed 3
   hotspot_simulate.py sim_la --preset la --no-wabinsar        # ~3 million pixels x 247 dates
   hotspot_simulate.py sim_v5 --mat-format v5                  # WabInSAR .mat as MAT v5
+  hotspot_simulate.py fam_7 --family --seed 7                 # scene 7 of the randomized family
+  hotspot_simulate.py fam_7n --family --seed 7 --null         # its nuisances, no hotspot
 """
 
 
@@ -30,10 +32,36 @@ def create_parser():
                         help="do not write the WabInSAR export")
     parser.add_argument("--mat-format", dest="mat_format", default="v73", choices=["v73", "v5"],
                         help="MATLAB format of the WabInSAR .mat files (default: %(default)s)")
+    family = parser.add_argument_group(
+        "scene family (hotspot.simulation.family: every parameter drawn per seed; seeds < 1000 "
+        "tune, seeds >= 1000 are held out)")
+    family.add_argument("--family", action="store_true",
+                        help="draw a scene of the randomized family (MintPy files only; "
+                             "--preset, --difficulty, --num-date, --mat-format are not used)")
+    family.add_argument("--null", action="store_true",
+                        help="with --family: the same scene without any hotspot")
+    family.add_argument("--size", default="medium", choices=["small", "medium"],
+                        help="with --family: scene size (default: %(default)s)")
+    family.add_argument("--geometry", choices=["geo", "radar"],
+                        help="with --family: override the drawn geometry")
     return parser
 
 
+def _run_family(inps):
+    from hotspot.simulation.family import family_summary, simulate_family
+    paths = simulate_family(inps.outdir, inps.seed, size=inps.size, null=inps.null,
+                            geometry=inps.geometry)
+    print()
+    print(family_summary(paths["truth"]))
+    return paths
+
+
 def _run(inps):
+    from hotspot.utils.errors import HotspotError
+    if inps.family:
+        return _run_family(inps)
+    if inps.null or inps.geometry:
+        raise HotspotError("--null / --geometry need --family")
     from hotspot.simulation import simulate_scene, truth_summary
     paths = simulate_scene(inps.outdir, preset=inps.preset, difficulty=inps.difficulty,
                            seed=inps.seed, num_date=inps.num_date, wabinsar=inps.wabinsar,

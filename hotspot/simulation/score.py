@@ -190,10 +190,28 @@ def score_files(label_file, truth_file, dataset="pixelLabel", **kwargs):
     target = pixel_truth if kind == "pixels" else truth["hotspot"]
     score = score_labels(labels, target, twin_group=truth["twinGroup"],
                          behaviour=truth["behaviour"], **kwargs)
+    _add_family_fields(score, truth)
     score["label_file"] = str(label_file)
     score["truth_file"] = str(truth_file)
     score["compared"] = kind
     return score
+
+
+def _add_family_fields(score, truth):
+    """Shape, size, peak signal and eligibility per hotspot, and the noise level, of a
+    scene-family truth (hotspot.simulation.family); nothing for other truths."""
+    if "noiseLevel" not in truth:
+        return
+    score["noise_level"] = float(truth["noiseLevel"])
+    fields = {"shape": "shape", "size_km": "sizeKm", "aspect": "aspectRatio",
+              "peak": "peakSignal", "eligible": "eligible"}
+    for h in score["hotspots"]:
+        for key, name in fields.items():
+            value = _item(truth.get(name), h["id"], None)
+            h[key] = bool(value) if key == "eligible" else value
+    eligible = [h for h in score["hotspots"] if h["eligible"]]
+    score["num_eligible"] = len(eligible)
+    score["num_eligible_detected"] = sum(h["detected"] for h in eligible)
 
 
 def format_score(score):
@@ -210,6 +228,9 @@ def format_score(score):
                  f"missed {score['num_missed']} {score['missed']}, "
                  f"false hotspots {score['num_false']} {_short(score['false_clusters'])}, "
                  f"mean IoU {score['mean_iou']:.3f}, ARI {score['ari']:.3f}")
+    if "num_eligible" in score:
+        lines.append(f"eligible hotspots (peak >= 3 x noise level {score['noise_level'] * 1e3:.2f} "
+                     f"mm): detected {score['num_eligible_detected']}/{score['num_eligible']}")
     if score["ignored_clusters"]:
         lines.append(f"clusters treated as background: {_short(score['ignored_clusters'])}")
     for tw in score["twins"]:

@@ -35,6 +35,9 @@ def write_truth(path, scene):
     return write_h5(path, datasets, attrs, compression="gzip")
 
 
+FAMILY_TRUTH = ("shape", "sizeKm", "aspectRatio", "peakSignal", "eligible", "noiseLevel")
+
+
 def read_truth(path):
     """The truth file as a dict: pixelTruth, hotspot raster and the per-hotspot table."""
     from hotspot.utils.h5io import open_h5, read_attrs, require_dataset
@@ -43,7 +46,13 @@ def read_truth(path):
         for name in ("pixelTruth", "hotspot", "hotspotId", "behaviour", "twinGroup",
                      "amplitude", "centerLat", "centerLon", "radiusKm", "numPixel"):
             out[name] = require_dataset(f, name, path)[()]
-    out["behaviour"] = [b.decode() if isinstance(b, bytes) else str(b) for b in out["behaviour"]]
+        # scene-family truths (hotspot.simulation.family) describe each hotspot further
+        for name in FAMILY_TRUTH:
+            if name in f:
+                out[name] = f[name][()]
+    for name in ("behaviour", "shape"):
+        if name in out:
+            out[name] = [b.decode() if isinstance(b, bytes) else str(b) for b in out[name]]
     out["attrs"] = read_attrs(path)
     return out
 
