@@ -76,7 +76,7 @@ import numpy as np
 from scipy import sparse, stats
 from scipy.spatial import cKDTree
 
-from hotspot import amplitude_core, unwrap_check
+from hotspot import amplitude_core, spatial_null, unwrap_check
 from hotspot.export import HOTSPOT_FILE, grid_georef
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.geo import EARTH_RADIUS_KM, lonlat_to_xy_km, median_spacing
@@ -280,20 +280,26 @@ def hotspot_peak_gate(num_pixel):
     return HOTSPOT_PEAK_SCALE * np.sqrt(2.0 * np.log(n))
 
 
-def select_hotspots(table, max_sd, min_pixel, alpha, drop_insignificant):
-    """isHotspot, isSignificant, isUnwrapError and hotspotId (1..H in cluster-id order)."""
+def select_hotspots(table, max_sd, min_pixel, alpha, drop_insignificant, fdr=None):
+    """isHotspot, isSignificant, isUnwrapError and hotspotId (1..H in cluster-id order).
+    fdr: decide by the q-values of the spatial null (qValue <= fdr) instead of the F-test."""
     compact = (table["standardDistance"] <= max_sd) & (table["numPixel"] >= min_pixel)
     p = table["pValue"]
     # Family-wise level (Bonferroni) over the candidates tested: a scene yields hundreds
     # of compact candidates, and at a per-cluster alpha of 0.05 one in twenty patches of
     # pure noise would pass (measured: docs/quality.md).
     num_test = max(1, int(np.sum(compact & np.isfinite(p))))
-    # an untestable cluster (NaN p: too few epochs, no noise estimate) is not rejected
-    significant = np.where(np.isfinite(p), p < alpha / num_test, True)
-    # amplitude cores were selected for their amplitude, which the null of whole clusters
-    # does not describe: their peak amplitude is their gate (hotspot.amplitude_core)
     core = np.asarray(table.get("coreParent", np.zeros(compact.size)), dtype=np.int64) > 0
-    significant &= empirical_outlier(table, compact & ~core) | core
+    if fdr is not None and "qValue" in table:
+        # the scene's own null (hotspot.spatial_null); an untestable cluster is no discovery
+        q = np.asarray(table["qValue"], dtype=np.float64)
+        significant = np.isfinite(q) & (q <= fdr)
+    else:
+        # an untestable cluster (NaN p: too few epochs, no noise estimate) is not rejected
+        significant = np.where(np.isfinite(p), p < alpha / num_test, True)
+        # amplitude cores were selected for their amplitude, which the null of whole
+        # clusters does not describe: their peak amplitude is their gate (amplitude_core)
+        significant &= empirical_outlier(table, compact & ~core) | core
     if "peakAmplitudeZ" in table:
         # a significant contrast without a peak of high band-passed amplitude is k-means'
         # selection of noise that matches a centroid (hotspot_peak_gate)
@@ -336,7 +342,7 @@ def ring_members(tree, centre_xy, r_in, r_out, owner, cluster, rng):
 # ---------------------------------------------------------------------------- the step
 def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, drop_insignificant,
                        corr_length, max_memory, seed, temporal_label=None,
-                       half_wavelength=None, amplitude=None, merge=True, log=print):
+                       half_wavelength=None, amplitude=None, merge=True, fdr=None, log=print):
     """Per-cluster table (dict of arrays, M rows) and the hotspot pixel label (N).
 
     Reads the stack's displacement once, in blocks of at most max_memory GB, and once more
@@ -349,11 +355,14 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
     merge: a hotspot and the touching clusters that move alike (fragment_groups) are one
     deformation feature that tskm split between temporal clusters: they are merged (module
     docstring).
+    fdr: false-discovery rate of the spatial-null decision (hotspot.spatial_null; None: the
+    F-test, Bonferroni and empirical null decide).
     """
     kwargs = dict(max_sd=max_sd, min_pixel=min_pixel, alpha=alpha,
                   drop_insignificant=drop_insignificant, corr_length=corr_length,
                   max_memory=max_memory, seed=seed, temporal_label=temporal_label,
-                  half_wavelength=half_wavelength, log=log)
+                  half_wavelength=half_wavelength, log=log,
+                  spatial=_spatial_setup(stack_file, max_memory, fdr, log))
     labels = np.asarray(pixel_label, dtype=np.int64)
     table, hotspot_label, geo = _dispersion_pass(stack_file, labels, amplitude=amplitude,
                                                  **kwargs)
@@ -493,7 +502,7 @@ def _cluster_peak(labels, ids, values):
 
 def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insignificant,
                      corr_length, max_memory, seed, temporal_label, half_wavelength, log,
-                     core_parent=None, amplitude_z=None, amplitude=None):
+                     core_parent=None, amplitude_z=None, amplitude=None, spatial=None):
     """One computation of the table and hotspot label; also returns the metric positions
     (x, y km), the pixel spacing, the contrast series and the smoothing window that
     fragment_groups needs, and the amplitude z. core_parent: {cluster id: parent id} of the
@@ -506,7 +515,8 @@ def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insig
         raise HotspotError(f"label file: pixelLabel has {labels.size} values but {stack_file} "
                            f"has {info.num_pixel} pixels; re-run the clustering steps")
     rng = np.random.default_rng(seed)
-    px = read_pixels(stack_file, ["longitude", "latitude", "velocity", "velocityStd", "coherence"])
+    px = read_pixels(stack_file, ["longitude", "latitude", "velocity", "velocityStd", "coherence"]
+                     + (["row", "col"] if spatial is not None else []))
     lon, lat = px["longitude"].astype(np.float64), px["latitude"].astype(np.float64)
     measured = labels >= 0
     if not np.all(np.isfinite(lon[measured]) & np.isfinite(lat[measured])):
@@ -564,7 +574,14 @@ def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insig
     p_vel = velocity_test(table["meanVelocity"], table["rmsVelocityStd"], n_eff)
     table["pValueVelocity"] = p_vel
     table["isSignificantVelocity"] = np.where(np.isfinite(p_vel), p_vel < alpha, True)
-    table.update(select_hotspots(table, max_sd, min_pixel, alpha, drop_insignificant))
+    table.update(spatial_null.velocity_columns(ts["mean"], background,
+                                               decimal_years(info.dates)))
+    null = None
+    if spatial is not None:
+        null = _spatial_columns(spatial, table, labels, x, y, px, candidate & has_ring,
+                                spacing, corr_length, rng, log)
+    table.update(select_hotspots(table, max_sd, min_pixel, alpha, drop_insignificant,
+                                 fdr=None if spatial is None else spatial["fdr"]))
     num_significant = int((candidate & table["isSignificant"]).sum())
     log(f"signal test (F, {dof} dof, family-wise alpha {alpha} over the candidates, "
         f"Bonferroni): {num_significant} of {int(candidate.sum())} "
@@ -577,7 +594,44 @@ def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insig
     table["xyOrigin"] = np.array([lon0, lat0])
     return table, hotspot_label, {"x": x, "y": y, "spacing": spacing, "contrast": contrast,
                                   "window": smooth_window(info.dates),
-                                  "amplitude_z": amplitude_z}
+                                  "amplitude_z": amplitude_z, "null": null}
+
+
+def _spatial_setup(stack_file, max_memory, fdr, log):
+    """Smooth temporal basis and per-pixel coefficients of the spatial null (one stack read),
+    or None when the decision is not by false-discovery rate."""
+    if fdr is None:
+        return None
+    import time
+    info = read_info(stack_file)
+    basis = spatial_null.temporal_basis(decimal_years(info.dates))
+    t0 = time.time()
+    coef = spatial_null.project_stack(stack_file, basis, max_memory)
+    log(f"dispersion: spatial null: {basis.shape[1]} smooth temporal components (periods >= "
+        f"{spatial_null.MIN_PERIOD_YR:g} yr) of {coef.shape[0]} series in {time.time() - t0:.1f} s")
+    return {"fdr": fdr, "coef": coef}
+
+
+def _spatial_columns(spatial, table, labels, x, y, px, tested, spacing, corr_length, rng, log):
+    """pValueSpatial / qValue ... columns of the clusters `tested` (hotspot.spatial_null) and
+    the null statistics the fragment test needs."""
+    import time
+    t0 = time.time()
+    coef = spatial["coef"]
+    coef = np.where((labels >= 0)[:, None], coef, np.nan).astype(np.float32)
+    index = spatial_null.scene_index(x, y, coef, spacing, row=px.get("row"), col=px.get("col"))
+    r_in = 2.0 * table["standardDistance"] + spacing
+    r_out = r_in + max(corr_length, 3.0 * spacing)
+    rows = np.nonzero(tested)[0]
+    res = spatial_null.candidate_pvalues(index, coef, labels, table["clusterId"], rows, r_in,
+                                         r_out, rng)
+    q = spatial_null.fdr_qvalues(res["p"])
+    table.update({"pValueSpatial": res["p"], "pValueSpatialMC": res["p_mc"], "qValue": q,
+                  "contrastDistance": res["distance"], "numNullPlacement": res["num_null"]})
+    log(f"dispersion: spatial null of {rows.size} candidates ({int(res['num_null'].sum())} "
+        f"placements, {time.time() - t0:.1f} s): {int(np.sum(q <= spatial['fdr']))} with "
+        f"q <= {spatial['fdr']:g} (Benjamini-Hochberg)")
+    return res
 
 
 def ring_matrix(tree, measured_idx, pixel_cluster, cand_idx, table, spacing, corr_length, rng):
@@ -886,6 +940,8 @@ def read_options(ctx):
             "min_pixel": cfg.get_int(KEY + "minPixel", min_value=1),
             "alpha": cfg.get_float(KEY + "significance", min_value=0.0, max_value=1.0),
             "drop_insignificant": cfg.get_bool(KEY + "dropInsignificant"),
+            "fdr": cfg.get_float(KEY + "falseDiscoveryRate", min_value=0.0, max_value=1.0,
+                                 allow_none=True),
             "unwrap_check": _switched_on(cfg, "unwrapCheck"),
             "amplitude_core": _switched_on(cfg, "amplitudeCore")}
 
@@ -969,7 +1025,8 @@ def run(ctx):
         max_memory=ctx.config.max_memory, seed=ctx.config.seed,
         temporal_label=_temporal_label(ctx, info.num_pixel),
         half_wavelength=half_wavelength(ctx, info.attrs, opts["unwrap_check"], stack),
-        amplitude=pixel_amplitude(ctx, opts["amplitude_core"], info.num_pixel), log=ctx.log)
+        amplitude=pixel_amplitude(ctx, opts["amplitude_core"], info.num_pixel), fdr=opts["fdr"],
+        log=ctx.log)
     write_outputs(ctx, table, hotspot_label, label_path, opts)
 
 
@@ -978,6 +1035,7 @@ def write_outputs(ctx, table, hotspot_label, label_path, opts):
     attrs = {"MAX_STANDARD_DISTANCE_KM": opts["max_sd"], "MIN_PIXEL": opts["min_pixel"],
              "INPUT_FILE": str(label_path), "CORRELATION_LENGTH_KM": opts["corr_length"],
              "SIGNIFICANCE": opts["alpha"], "DROP_INSIGNIFICANT": opts["drop_insignificant"],
+             "FALSE_DISCOVERY_RATE": "no" if opts["fdr"] is None else opts["fdr"],
              "UNWRAP_CHECK": opts["unwrap_check"],
              "NUM_UNWRAP_ERROR": int(table["isUnwrapError"].sum()),
              "AMPLITUDE_CORE": "peakAmplitudeZ" in table,
