@@ -76,7 +76,7 @@ import numpy as np
 from scipy import sparse, stats
 from scipy.spatial import cKDTree
 
-from hotspot import amplitude_core, spatial_null, unwrap_check
+from hotspot import amplitude_core, same_feature, spatial_null, unwrap_check
 from hotspot.export import HOTSPOT_FILE, grid_georef
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.geo import EARTH_RADIUS_KM, lonlat_to_xy_km, median_spacing
@@ -384,7 +384,9 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
     merged = fragment_groups(table, labels, geo) if merge else {}
     if merged:
         log(f"dispersion: {len(merged)} clusters merged into touching hotspots that move "
-            f"alike (smoothed contrast correlation >= {MERGE_CORRELATION}): "
+            + ("alike (same shape against the scene's noise, hotspot.same_feature): "
+               if geo.get("null") is not None else
+               f"alike (smoothed contrast correlation >= {MERGE_CORRELATION}): ")
             + ", ".join(f"{a} -> {b}" for a, b in sorted(merged.items())) + "; recomputing")
         before = labels
         hot_before = set(table["clusterId"][table["isHotspot"]].tolist())
@@ -447,6 +449,11 @@ def fragment_groups(table, labels, geo):
     hot = table["isHotspot"]
     partner = (table["isCandidate"] & ~hot & ~table["isUnwrapError"]
                & (np.asarray(table["ringPixel"]) > 0))
+    if geo.get("null") is not None:
+        # only hotspots merge: the halo of weak pixels around a bowl carries some of its
+        # signal (a discovery of the spatial null, same shape) but is no part of the hotspot
+        # (docs/quality.md)
+        partner &= False
     if not hot.any() or hot.sum() + partner.sum() < 2:
         return {}
     labels = np.asarray(labels, dtype=np.int64)
@@ -472,10 +479,17 @@ def fragment_groups(table, labels, geo):
             c = parent[c]
         return c
 
+    null = geo.get("null")
     for i, j in touch.tolist():
-        with np.errstate(invalid="ignore", divide="ignore"):
-            r = np.corrcoef(smooth[i], smooth[j])[0, 1]
-        if np.isfinite(r) and r >= MERGE_CORRELATION:
+        if null is not None:
+            # one feature by a test against the scene's noise (hotspot.same_feature)
+            alike = same_feature.same_feature(null["contrast"][i], null["contrast"][j],
+                                              null["cov"][i], null["cov"][j], null["level"])[0]
+        else:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                r = np.corrcoef(smooth[i], smooth[j])[0, 1]
+            alike = np.isfinite(r) and r >= MERGE_CORRELATION
+        if alike:
             ci, cj = root(int(ids[i])), root(int(ids[j]))
             if ci != cj:
                 parent[max(ci, cj)] = min(ci, cj)
@@ -583,8 +597,9 @@ def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insig
     table.update(select_hotspots(table, max_sd, min_pixel, alpha, drop_insignificant,
                                  fdr=None if spatial is None else spatial["fdr"]))
     num_significant = int((candidate & table["isSignificant"]).sum())
-    log(f"signal test (F, {dof} dof, family-wise alpha {alpha} over the candidates, "
-        f"Bonferroni): {num_significant} of {int(candidate.sum())} "
+    log((f"spatial null, Benjamini-Hochberg q <= {spatial['fdr']:g}" if spatial is not None else
+         f"signal test (F, {dof} dof, family-wise alpha {alpha} over the candidates, "
+         f"Bonferroni)") + f": {num_significant} of {int(candidate.sum())} "
         f"candidates significant; {int(table['isUnwrapError'].sum())} candidates are unwrapping "
         f"errors (a jump of n lambda/2 and no other signal"
         f"{'' if half_wavelength else ': check off'}) -> {int(table['isHotspot'].sum())} hotspots")
@@ -628,6 +643,7 @@ def _spatial_columns(spatial, table, labels, x, y, px, tested, spacing, corr_len
     q = spatial_null.fdr_qvalues(res["p"])
     table.update({"pValueSpatial": res["p"], "pValueSpatialMC": res["p_mc"], "qValue": q,
                   "contrastDistance": res["distance"], "numNullPlacement": res["num_null"]})
+    res["level"] = spatial["fdr"]
     log(f"dispersion: spatial null of {rows.size} candidates ({int(res['num_null'].sum())} "
         f"placements, {time.time() - t0:.1f} s): {int(np.sum(q <= spatial['fdr']))} with "
         f"q <= {spatial['fdr']:g} (Benjamini-Hochberg)")

@@ -60,9 +60,8 @@ from hotspot.utils.stack import block_size, iter_blocks
 MIN_PERIOD_YR = 0.8
 MIN_K = 3
 MAX_K = 16
-NUM_NULL = 99
-NUM_NULL_MAX = 999
-ESCALATE_P = 0.1
+NUM_NULL = 199
+TRIM_QUANTILE = 0.975
 MIN_NULL = 19
 MIN_MEASURED = 0.8
 MIN_RING_PIXEL = 10
@@ -268,45 +267,51 @@ def footprint_contrast(index, coef, pixels, r_in, r_out):
 
 
 # ---------------------------------------------------------------------------- p-values
-def _loo_distance(draws):
-    """Leave-one-out Mahalanobis distance of each draw (M x k) from the others."""
+def robust_moments(draws, keep=TRIM_QUANTILE, iterations=3):
+    """Location and covariance of the draws (M x k) without outliers: draws beyond the keep
+    quantile of chi2(k) are dropped and the moments recomputed (three times), the covariance
+    corrected for the truncation of a normal at that ellipsoid (x q / F_chi2(k+2)(c_q)).
+    A placement that lands on another hotspot or an unwrapping-error patch is such an outlier:
+    it must not widen the null of the others."""
+    draws = np.asarray(draws, dtype=np.float64)
     m, k = draws.shape
-    mean = draws.mean(axis=0)
-    dev = draws - mean
-    cov = dev.T @ dev / (m - 1)
-    # rank-one downdates: the mean and covariance without draw i
-    mean_i = (m * mean - draws) / (m - 1)
-    cov_i = ((m - 1) * cov - (m / (m - 1)) * dev[:, :, None] * dev[:, None, :]) / (m - 2)
-    diff = draws - mean_i
-    sol = np.linalg.solve(cov_i + _ridge(cov, k), diff[..., None])[..., 0]
-    return np.einsum("ij,ij->i", diff, sol)
-
-
-def _ridge(cov, k):
-    """A tiny diagonal load: a direction without any null variance must not divide by zero."""
-    return 1e-12 * max(float(np.trace(cov)) / k, 1e-30) * np.eye(k)
+    cut = stats.chi2.ppf(keep, k)
+    factor = keep / stats.chi2.cdf(cut, k + 2)
+    use = np.ones(m, dtype=bool)
+    for _ in range(iterations):
+        mean = draws[use].mean(axis=0)
+        dev = draws[use] - mean
+        cov = dev.T @ dev / max(use.sum() - 1, 1)
+        if use.sum() < m:
+            cov = cov * factor
+        prec = np.linalg.pinv(cov)
+        diff = draws - mean
+        dist = np.einsum("ij,jk,ik->i", diff, prec, diff)
+        new = dist <= cut
+        if new.sum() <= k + 1 or np.array_equal(new, use):
+            break
+        use = new
+    return mean, cov
 
 
 def null_pvalue(observed, draws):
     """(p, p_mc, distance, exceedances) of the observed contrast (k,) against null draws
-    (M x k): Mahalanobis distance to the draws, Monte Carlo p-value against the leave-one-out
-    distances of the draws, and the Gaussian-tail refinement beyond the last draw (module
-    docstring)."""
+    (M x k): robust location and covariance of the draws (robust_moments), the observation's
+    Mahalanobis distance to them, its Gaussian tail (the prediction ellipse, F(k, M - k))
+    and, for information, the Monte Carlo p-value against the draws' own distances
+    (module docstring)."""
     draws = np.asarray(draws, dtype=np.float64)
     observed = np.asarray(observed, dtype=np.float64)
     m, k = draws.shape
-    mean = draws.mean(axis=0)
-    dev = draws - mean
-    cov = dev.T @ dev / (m - 1)
+    mean, cov = robust_moments(draws)
+    prec = np.linalg.pinv(cov)
     diff = observed - mean
-    dist = float(diff @ np.linalg.solve(cov + _ridge(cov, k), diff))
-    null = _loo_distance(draws)
+    dist = float(diff @ prec @ diff)
+    null = np.einsum("ij,jk,ik->i", draws - mean, prec, draws - mean)
     exceed = int(np.sum(null >= dist))
     p_mc = (1.0 + exceed) / (1.0 + m)
-    p = p_mc
-    if exceed == 0 and m > k:
-        f = dist * m * (m - k) / ((m + 1.0) * (m - 1.0) * k)
-        p = min(p_mc, float(stats.f.sf(f, k, m - k)))
+    f = dist * m * (m - k) / ((m + 1.0) * (m - 1.0) * k)
+    p = float(stats.f.sf(f, k, m - k)) if m > k else np.nan
     return p, p_mc, dist, exceed
 
 
@@ -348,8 +353,7 @@ def null_draws(index, coef, foot, r_in, r_out, labels, own_id, num, rng):
     return np.concatenate(out) if out else np.zeros((0, coef.shape[1]))
 
 
-def cluster_pvalue(index, coef, pixels, r_in, r_out, labels, own_id, rng, num_null=NUM_NULL,
-                   num_null_max=NUM_NULL_MAX):
+def cluster_pvalue(index, coef, pixels, r_in, r_out, labels, own_id, rng, num_null=NUM_NULL):
     """dict(p, p_mc, distance, num_null, mean, cov, contrast) of one cluster (its pixel
     indices, labelled own_id in labels) against its spatial null, M adaptive (module
     docstring); p NaN when untestable."""
@@ -368,14 +372,8 @@ def cluster_pvalue(index, coef, pixels, r_in, r_out, labels, own_id, rng, num_nu
     if draws.shape[0] < max(MIN_NULL, k + 2):
         return res
     p, p_mc, dist, _ = null_pvalue(obs, draws)
-    if p_mc <= ESCALATE_P and num_null_max > draws.shape[0]:
-        more = null_draws(index, coef, foot, r_in, r_out, labels, own_id,
-                          num_null_max - draws.shape[0], rng)
-        draws = np.concatenate([draws, more])
-        p, p_mc, dist, _ = null_pvalue(obs, draws)
-    dev = draws - draws.mean(axis=0)
-    res.update(p=p, p_mc=p_mc, distance=dist, num_null=draws.shape[0], mean=draws.mean(axis=0),
-               cov=dev.T @ dev / (draws.shape[0] - 1))
+    mean, cov = robust_moments(draws)
+    res.update(p=p, p_mc=p_mc, distance=dist, num_null=draws.shape[0], mean=mean, cov=cov)
     return res
 
 
