@@ -444,16 +444,16 @@ def fragment_groups(table, labels, geo):
     within TOUCH_SPACING spacings) and whose contrast series, smoothed over the tskm window,
     correlate with its at >= MERGE_CORRELATION: other hotspots, and compact candidates
     (tested against a ring, not unwrapping errors) too weak to be hotspots alone; each group
-    goes to its smallest cluster id."""
+    goes to its smallest cluster id. With the spatial null (geo["null"]: falseDiscoveryRate
+    set) two touching hotspots merge when hotspot.same_feature finds them alike instead."""
     ids = table["clusterId"]
     hot = table["isHotspot"]
     partner = (table["isCandidate"] & ~hot & ~table["isUnwrapError"]
                & (np.asarray(table["ringPixel"]) > 0))
     if geo.get("null") is not None:
-        # only hotspots merge: the halo of weak pixels around a bowl carries some of its
-        # signal (a discovery of the spatial null, same shape) but is no part of the hotspot
-        # (docs/quality.md)
-        partner &= False
+        # under the spatial-null decision only hotspots merge: the halo around a bowl carries
+        # some of its signal (a discovery, same shape) but is no part of it (docs/quality.md)
+        partner = np.zeros_like(hot)
     if not hot.any() or hot.sum() + partner.sum() < 2:
         return {}
     labels = np.asarray(labels, dtype=np.int64)
