@@ -632,14 +632,17 @@ def _spatial_columns(spatial, table, labels, x, y, px, tested, spacing, corr_len
     the null statistics the fragment test needs."""
     import time
     t0 = time.time()
-    coef = spatial["coef"]
-    coef = np.where((labels >= 0)[:, None], coef, np.nan).astype(np.float32)
-    index = spatial_null.scene_index(x, y, coef, spacing, row=px.get("row"), col=px.get("col"))
+    if "index" not in spatial:
+        # the measured pixels and their positions are the same in every pass: built once
+        spatial["coef"][labels < 0] = np.nan
+        spatial["index"] = spatial_null.scene_index(x, y, spatial["coef"], spacing,
+                                                    row=px.get("row"), col=px.get("col"))
+    coef, index = spatial["coef"], spatial["index"]
     r_in = 2.0 * table["standardDistance"] + spacing
     r_out = r_in + max(corr_length, 3.0 * spacing)
     rows = np.nonzero(tested)[0]
     res = spatial_null.candidate_pvalues(index, coef, labels, table["clusterId"], rows, r_in,
-                                         r_out, rng)
+                                         r_out, rng, cache=spatial.setdefault("cache", {}))
     q = spatial_null.fdr_qvalues(res["p"])
     table.update({"pValueSpatial": res["p"], "pValueSpatialMC": res["p_mc"], "qValue": q,
                   "contrastDistance": res["distance"], "numNullPlacement": res["num_null"]})

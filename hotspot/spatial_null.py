@@ -32,7 +32,8 @@ Null
             by the vector from its anchor pixel (nearest its centroid) to a random measured
             pixel: exact pixel-to-pixel moves on a grid (row / col), the nearest measured point
             within 0.75 spacing for scattered points. A placement is kept when >= MIN_MEASURED
-            of the footprint lands on measured pixels, none of them a pixel of the cluster
+            of the footprint lands on measured pixels (its mean is then noisier than the
+            cluster's: conservative), none of them a pixel of the cluster
             itself, and its ring has >= MIN_RING_PIXEL pixels; M = NUM_NULL (199) placements.
   ring      a square annulus of half-widths r_in .. r_out on a raster of at most MAX_CELLS cells
             (summed-area tables of the plane-fit moments: a placement's ring costs four look-ups
@@ -72,7 +73,7 @@ MAX_K = 16
 NUM_NULL = 199
 TRIM_QUANTILE = 0.975
 MIN_NULL = 19
-MIN_MEASURED = 0.8
+MIN_MEASURED = 0.5
 MIN_RING_PIXEL = 10
 MAX_FOOTPRINT = 2000
 MAX_CELLS = 1_000_000
@@ -149,11 +150,20 @@ def scene_index(x, y, coef, spacing, row=None, col=None, max_cells=MAX_CELLS):
     ci = ((y[midx] - y0) // cell).astype(np.int64)
     cj = ((x[midx] - x0) // cell).astype(np.int64)
     flat = ci * shape[1] + cj
-    chans = _channels(x[midx], y[midx], coef[midx])
-    sat = np.zeros((chans.shape[1], shape[0] + 1, shape[1] + 1))
-    for c in range(chans.shape[1]):
-        grid = np.bincount(flat, chans[:, c], shape[0] * shape[1]).reshape(shape)
-        sat[c, 1:, 1:] = grid.cumsum(axis=0).cumsum(axis=1)
+    xm, ym = x[midx], y[midx]
+    k = coef.shape[1]
+    sat = np.zeros((6 + 3 * k, shape[0] + 1, shape[1] + 1))
+    # channel by channel (_channels' order): no N x (6 + 3k) array in memory
+    base = [None, xm, ym, xm * xm, xm * ym, ym * ym]
+    for ch in range(6 + 3 * k):
+        if ch < 6:
+            weight = base[ch]
+        else:
+            v = coef[midx, (ch - 6) % k].astype(np.float64)
+            weight = v if ch < 6 + k else (xm * v if ch < 6 + 2 * k else ym * v)
+        grid = np.bincount(flat, weight, shape[0] * shape[1]).reshape(shape)
+        np.cumsum(grid, axis=0, out=grid)
+        np.cumsum(grid, axis=1, out=sat[ch, 1:, 1:])
     index.update(origin=(x0, y0), cell=cell, shape=shape, sat=sat)
     return index
 
@@ -265,7 +275,9 @@ def placement_contrasts(index, coef, moved, valid, r_in, r_out):
     with np.errstate(invalid="ignore", divide="ignore"):
         cx = (w * index["x"][safe]).sum(axis=1) / num
         cy = (w * index["y"][safe]).sum(axis=1) / num
-        mean = np.einsum("bn,bnk->bk", w, coef[safe].astype(np.float64)) / num[:, None]
+        # invalid entries point at pixel 0, which may be unmeasured (NaN): zeroed, not weighted
+        values = np.where(valid[..., None], coef[safe], 0.0)
+        mean = np.einsum("bn,bnk->bk", w, values) / num[:, None]
     return mean - _ring_planes(index, coef, cx, cy, r_in, r_out, safe, valid)
 
 
@@ -396,11 +408,13 @@ def fdr_qvalues(p):
     return q
 
 
-def candidate_pvalues(index, coef, labels, ids, rows, r_in, r_out, rng):
+def candidate_pvalues(index, coef, labels, ids, rows, r_in, r_out, rng, cache=None):
     """Spatial-null test of the clusters ids[rows] (labels: per-pixel cluster id; r_in, r_out:
     ring half-widths per cluster, km). Returns per-cluster arrays (len(ids); NaN / 0 where not
     tested): p, p_mc, distance, num_null, and contrast / null mean (len x k) and null
-    covariance (len x k x k) for the fragment test."""
+    covariance (len x k x k) for the fragment test. cache: a dict kept between calls on the
+    same scene; a cluster with the same pixels and ring is not tested again (the dispersion
+    step recomputes its table after splits and merges that change a few clusters)."""
     m, k = len(ids), coef.shape[1]
     out = {"p": np.full(m, np.nan), "p_mc": np.full(m, np.nan), "distance": np.full(m, np.nan),
            "num_null": np.zeros(m, dtype=np.int32), "contrast": np.full((m, k), np.nan),
@@ -413,8 +427,15 @@ def candidate_pvalues(index, coef, labels, ids, rows, r_in, r_out, rng):
     sorted_labels = labels[order]
     for c in rows:
         lo, hi = np.searchsorted(sorted_labels, [ids[c], ids[c] + 1])
-        res = cluster_pvalue(index, coef, np.sort(order[lo:hi]), float(r_in[c]),
-                             float(r_out[c]), labels, ids[c], rng)
+        pixels = np.sort(order[lo:hi])
+        key = (hash(pixels.tobytes()), pixels.size, round(float(r_in[c]), 9),
+               round(float(r_out[c]), 9))
+        res = None if cache is None else cache.get(key)
+        if res is None:
+            res = cluster_pvalue(index, coef, pixels, float(r_in[c]), float(r_out[c]), labels,
+                                 ids[c], rng)
+            if cache is not None:
+                cache[key] = res
         for key in out:
             out[key][c] = res[key]
     return out
