@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hotspot import products
+
 KM_PER_DEG = 111.195
 LAT0, LON0 = 34.0, -118.5
 
@@ -81,7 +83,7 @@ def make_tskm(stack_file, workdir, num_cluster=4, length_km=5.0, mix=0.1, seed=0
     labels = (np.searchsorted(edges, field) + 1).astype(np.int32)
     flip = rng.random(labels.size) < mix
     labels[flip] = rng.integers(1, num_cluster + 1, int(flip.sum()))
-    return write_label_file(Path(workdir) / "clusterTSKM.h5", labels, stack_file,
+    return write_label_file(Path(workdir) / products.TSKM, labels, stack_file,
                             attrs={"NUM_CLUSTER": num_cluster})
 
 
@@ -118,8 +120,8 @@ def _run_step(step, workdir, overrides):
     ctx = StepContext(workdir=Path(workdir), config=config_from_dict(overrides))
     importlib.import_module(f"hotspot.{step}").run(ctx)
     from hotspot.utils.h5io import read_attrs
-    attrs = read_attrs(Path(workdir) / {"covariogram": "covariogram.h5",
-                                        "dbscan": "clusterDBSCAN.h5"}[step])
+    attrs = read_attrs(Path(workdir) / {"covariogram": products.COVARIOGRAM,
+                                        "dbscan": products.DBSCAN}[step])
     keep = ("CORRELATION_LENGTH_KM", "CORRELATION_LENGTH_STD_KM", "NUM_PAIR", "NUM_CLUSTER")
     return {k: np.asarray(attrs[k]).item() for k in keep if k in attrs}
 
@@ -127,7 +129,7 @@ def _run_step(step, workdir, overrides):
 def _link_stack(stack_file, workdir):
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    target = workdir / "hotspotStack.h5"
+    target = workdir / products.STACK
     if Path(stack_file).resolve() != target.resolve():
         if target.exists() or target.is_symlink():
             target.unlink()
@@ -167,7 +169,7 @@ def main(argv=None):
     inps = parser.parse_args(argv)
     workdir = Path(inps.dir)
     workdir.mkdir(parents=True, exist_ok=True)
-    stack = workdir / "hotspotStack.h5"
+    stack = workdir / products.STACK
     results = {"pixels": inps.rows * inps.cols, "epochs": inps.epochs,
                "true_length_km": inps.length}
     try:

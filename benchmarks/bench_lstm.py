@@ -23,6 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from hotspot import products  # noqa: E402
+
 BEHAVIOURS = ("background", "subsidence", "uplift", "seasonal", "step", "accelerating")
 # (x, y as fractions of the scene, radius km, behaviour); two pairs of twins.
 HOTSPOTS = [
@@ -102,7 +104,7 @@ def make_scene(workdir, length=150, width=200, num_date=247, spacing_deg=0.002, 
              "X_UNIT": "degrees", "Y_UNIT": "degrees", "PROCESSOR": "simulated"}
     n = length * width
     vel = np.empty(n, dtype=np.float32)
-    with StackWriter(workdir / "hotspotStack.h5", n, dates, attrs) as w:
+    with StackWriter(workdir / products.STACK, n, dates, attrs) as w:
         for r0 in range(0, length, block_rows):
             r1 = min(length, r0 + block_rows)
             rows = slice(r0, r1)
@@ -123,16 +125,16 @@ def make_scene(workdir, length=150, width=200, num_date=247, spacing_deg=0.002, 
                           incidenceAngle=np.repeat(np.linspace(33, 44, width)[None], r1 - r0,
                                                    0).ravel(),
                           row=rr.ravel(), col=cc.ravel())
-    stack = workdir / "hotspotStack.h5"
+    stack = workdir / products.STACK
     xs, ys = x.ravel(), y.ravel()
     spacing_km = spacing_deg * 111.0
     if labels == "truth":
         tskm, dbscan = _truth_labels(profiles.reshape(len(HOTSPOTS), -1))
     else:
         tskm, dbscan = _pipeline_labels(stack, xs, ys, spacing_km, seed)
-    write_label_file(workdir / "clusterTSKM.h5", tskm, stack)
-    write_label_file(workdir / "clusterDBSCAN.h5", dbscan, stack)
-    write_h5(workdir / "covariogram.h5", {"distance": np.array([0.0])},
+    write_label_file(workdir / products.TSKM, tskm, stack)
+    write_label_file(workdir / products.DBSCAN, dbscan, stack)
+    write_h5(workdir / products.COVARIOGRAM, {"distance": np.array([0.0])},
              {"CORRELATION_LENGTH_KM": 4 * spacing_km})
     return stack
 
@@ -180,8 +182,8 @@ def bench_train(stack, labels, variant="fast", model="lstm", num_sample=20000, e
                 time_step=None, batch_size=256, patience=5, splits=("random",), tskm=None,
                 block_size=None, seed=0, verbose=0):
     """Fit one model as train_lstm does; samples/s of fitting, peak RSS, test accuracy."""
-    from hotspot import lstm_models as lm
-    from hotspot.train_lstm import TrainSettings, train
+    from hotspot.steps import lstm_models as lm
+    from hotspot.steps.train_lstm import TrainSettings, train
     settings = TrainSettings(models=(model,), variant=variant,
                              time_step=time_step or lm.TIME_STEP_AUTO[variant],
                              num_sample=num_sample, splits=tuple(splits), epochs=epochs,
@@ -205,7 +207,7 @@ def bench_train(stack, labels, variant="fast", model="lstm", num_sample=20000, e
 def bench_predict(stack, bundles, min_probability=0.5, batch_size=4096, max_memory=4.0,
                   labels=None):
     """Label the whole stack; pixels/s (I/O included), peak RSS, held-out agreement."""
-    from hotspot.predict import held_out_agreement, predict_stack
+    from hotspot.steps.predict import held_out_agreement, predict_stack
     from hotspot.utils.stack import read_info
     if not isinstance(bundles, dict):
         bundles = {b.name: b for b in bundles}
@@ -228,7 +230,7 @@ def bench_throughput(variant="fast", model="lstm", num_date=247, num_class=20, n
                      n_predict=16384, batch_size=256, predict_batch=4096, time_step=None):
     """Model compute alone on random inputs (no stack, no I/O): samples/s of one training
     epoch and of prediction, after a warm-up call of each (tracing excluded)."""
-    from hotspot import lstm_models as lm
+    from hotspot.steps import lstm_models as lm
     keras = lm._keras()
     keras.utils.set_random_seed(0)
     steps = lm.num_steps(num_date, time_step or lm.TIME_STEP_AUTO[variant])
@@ -272,7 +274,7 @@ def main(argv=None):
                         help="time prediction on the first N pixels only (0 = all)")
     inps = parser.parse_args(argv)
 
-    from hotspot.lstm_models import configure_backend
+    from hotspot.steps.lstm_models import configure_backend
     from hotspot.utils.labels import read_pixel_label
     workdir = Path(inps.dir)
     configure_backend()
@@ -280,11 +282,11 @@ def main(argv=None):
         t0 = time.time()
         make_scene(workdir, inps.length, inps.width, inps.num_date, labels=inps.labels)
         print(f"scene written in {time.time() - t0:.1f} s", flush=True)
-    stack = workdir / "hotspotStack.h5"
-    labels = read_pixel_label(workdir / "clusterDBSCAN.h5")
-    tskm_file = workdir / "clusterTSKM.h5"
+    stack = workdir / products.STACK
+    labels = read_pixel_label(workdir / products.DBSCAN)
+    tskm_file = workdir / products.TSKM
     tskm = read_pixel_label(tskm_file) if tskm_file.is_file() else None
-    from hotspot.train_lstm import auto_block_size
+    from hotspot.steps.train_lstm import auto_block_size
     from hotspot.utils.geo import lonlat_to_xy_km
     from hotspot.utils.stack import read_pixels
     pix = read_pixels(stack, ["longitude", "latitude"])

@@ -6,7 +6,7 @@
         medium:easy:0 small:hard:0
     python benchmarks/bench_quality.py --dir /tmp/q --full                     # all 8 steps
 
-For each scene (PRESET:DIFFICULTY:SEED) it simulates the scene (hotspot.simulate, MintPy
+For each scene (PRESET:DIFFICULTY:SEED) it simulates the scene (hotspot.simulation, MintPy
 files only), runs hotspotApp.py with a template holding only hotspot.randomSeed:
 load_data -> dbscan, then dispersion on clusterDBSCAN.h5 (train_lstm / predict skipped;
 dispersion falls back to clusterDBSCAN.h5), or all 8 steps with --full. It scores
@@ -20,22 +20,24 @@ import json
 import time
 from pathlib import Path
 
+from hotspot import products
+
 DEFAULT_SCENES = ["medium:hard:0"]
 FAST_STEPS = ["load_data", "covariogram", "tskm", "dbscan", "dispersion"]
 
 
 def run_scene(workdir, preset, difficulty, seed, full=False):
     from hotspot.cli import hotspotApp
-    from hotspot.score import score_files
-    from hotspot.simulate import simulate_scene
+    from hotspot.simulation import score_files
+    from hotspot.simulation import simulate_scene
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    if not (workdir / "hotspotTruth.h5").is_file():
+    if not (workdir / products.TRUTH).is_file():
         simulate_scene(workdir, preset=preset, difficulty=difficulty, seed=seed, wabinsar=False)
     template = workdir / "quality.cfg"
     template.write_text(f"hotspot.randomSeed = {seed}\n")
-    for name in ("clusterLSTM.h5",):
+    for name in (products.LSTM,):
         (workdir / name).unlink(missing_ok=True)
     t0 = time.time()
     if full:
@@ -44,11 +46,11 @@ def run_scene(workdir, preset, difficulty, seed, full=False):
         hotspotApp.main([str(template), "--start", "load_data", "--end", "dbscan"])
         hotspotApp.main([str(template), "--dostep", "dispersion"])
     seconds = time.time() - t0
-    truth = workdir / "hotspotTruth.h5"
+    truth = workdir / products.TRUTH
     return seconds, {
-        "clusterDBSCAN.h5": score_files(workdir / "clusterDBSCAN.h5", truth,
+        products.DBSCAN: score_files(workdir / products.DBSCAN, truth,
                                         ignore_background=0.02),
-        "hotspot.h5": score_files(workdir / "hotspot.h5", truth),
+        products.HOTSPOT: score_files(workdir / products.HOTSPOT, truth),
     }
 
 

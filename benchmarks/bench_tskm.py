@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hotspot import products
+
 PIXELS_LA = 3_000_000
 
 
@@ -53,7 +55,7 @@ def _tslearn_model(C, metric, gamma, radius):
 
 def bench_assign_vs_tslearn(n=20000, T=247, k=7, n_ref=200, radius=None, gamma=0.01, seed=0,
                             metrics=("softdtw", "dtw", "euclidean")):
-    """Assignment speed (pixel-centroid pairs/s) of hotspot.kernels.assign and tslearn's
+    """Assignment speed (pixel-centroid pairs/s) of hotspot.steps.kernels.assign and tslearn's
     predict on the same centroids, and their label agreement on the first n_ref series.
 
     Centroids: k-means (Euclidean) of the series, i.e. realistic, close to each other.
@@ -61,7 +63,7 @@ def bench_assign_vs_tslearn(n=20000, T=247, k=7, n_ref=200, radius=None, gamma=0
     """
     from sklearn.cluster import KMeans
 
-    from hotspot import kernels
+    from hotspot.steps import kernels
     X = synthetic_series(n, T, seed)
     C = KMeans(k, n_init=1, random_state=seed).fit(X[:min(n, 20000)]).cluster_centers_
     C = C[np.argsort(C[:, -1])]
@@ -112,8 +114,8 @@ def write_synthetic_stack(path, num_pixel, num_date=247, seed=0, block=100_000):
 
 _STEP_CODE = """
 import json, sys
-from hotspot import tskm
 from hotspot.hotspotApp import StepContext
+from hotspot.steps import tskm
 from hotspot.utils.template import config_from_dict
 ctx = StepContext(workdir=sys.argv[1], config=config_from_dict(json.loads(sys.argv[2])))
 tskm.run(ctx)
@@ -129,7 +131,7 @@ def bench_tskm_step(stack, log_file=None, **template):
     """
     import psutil
     stack = Path(stack).resolve()
-    if stack.name != "hotspotStack.h5":
+    if stack.name != products.STACK:
         raise ValueError(f"{stack}: the step reads WORKDIR/hotspotStack.h5")
     values = {k.replace("__", "."): str(v) for k, v in template.items()}
     log_file = Path(log_file or stack.with_name("bench_tskm.log"))
@@ -175,7 +177,7 @@ def main(argv=None):
     else:
         workdir = Path(inps.dir or tempfile.mkdtemp(prefix="bench_tskm_"))
         workdir.mkdir(parents=True, exist_ok=True)
-        stack = workdir / "hotspotStack.h5"
+        stack = workdir / products.STACK
         if not stack.is_file():
             write_synthetic_stack(stack, inps.pixels, inps.T)
         extra = dict(kv.split("=", 1) for kv in inps.template)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import psutil
 
+from hotspot import products
+
 STEPS = ["load_data", "covariogram", "tskm", "dbscan", "train_lstm", "predict", "dispersion",
          "plot"]
 
@@ -81,15 +83,15 @@ def main(argv=None):
             break
 
     info = {}
-    stack = workdir / "hotspotStack.h5"
+    stack = workdir / products.STACK
     if stack.is_file():
         import h5py
         with h5py.File(stack, "r") as f:
             info = {"pixels": f["displacement"].shape[0], "epochs": f["displacement"].shape[1]}
     score_line = ""
-    truth, hotspot = workdir / "hotspotTruth.h5", workdir / "hotspot.h5"
+    truth, hotspot = workdir / products.TRUTH, workdir / products.HOTSPOT
     if truth.is_file() and hotspot.is_file():
-        from hotspot.score import score_files
+        from hotspot.simulation import score_files
         s = score_files(hotspot, truth)
         score_line = json.dumps({k: s[k] for k in s if not isinstance(s[k], (list, dict))},
                                 default=str)

@@ -19,14 +19,14 @@ from hotspot.utils.errors import HotspotError
 from hotspot.utils.template import Config
 
 STEP_MODULES = {
-    "load_data": "hotspot.load_data",
-    "covariogram": "hotspot.covariogram",
-    "tskm": "hotspot.tskm",
-    "dbscan": "hotspot.dbscan",
-    "train_lstm": "hotspot.train_lstm",
-    "predict": "hotspot.predict",
-    "dispersion": "hotspot.dispersion",
-    "plot": "hotspot.plot",
+    "load_data": "hotspot.steps.load_data",
+    "covariogram": "hotspot.steps.covariogram",
+    "tskm": "hotspot.steps.tskm",
+    "dbscan": "hotspot.steps.dbscan",
+    "train_lstm": "hotspot.steps.train_lstm",
+    "predict": "hotspot.steps.predict",
+    "dispersion": "hotspot.steps.dispersion",
+    "plot": "hotspot.steps.plot",
 }
 
 

@@ -1,10 +1,10 @@
-"""Amplitude cores (hotspot.amplitude_core): amplitude, smoothing, hysteresis split."""
+"""Amplitude cores (hotspot.steps.amplitude_core): amplitude, smoothing, hysteresis split."""
 import warnings
 
 import numpy as np
 import pytest
 
-from hotspot import amplitude_core as core
+from hotspot.steps import amplitude_core as core
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.stack import write_stack
 

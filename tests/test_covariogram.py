@@ -5,11 +5,9 @@ import h5py
 import numpy as np
 import pytest
 
-from hotspot import covariogram as cg
-from hotspot.hotspotApp import StepContext
+from hotspot.steps import covariogram as cg
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.stack import write_stack
-from hotspot.utils.template import config_from_dict
 
 DX_KM = 0.5
 LAT0, LON0 = 34.0, -118.0
@@ -51,11 +49,8 @@ def make_stack(path, ny=100, nx=100, length=5.0, num_epoch=60, seed=0):
     return write_stack(path, disp, dates, lat, lon, attrs=attrs, row=row, col=col)
 
 
-def context(workdir, **overrides):
-    values = {"hotspot.covariogram.numPair": 200_000, "hotspot.covariogram.binSize": 0.5,
+CTX_DEFAULTS = {"hotspot.covariogram.numPair": 200_000, "hotspot.covariogram.binSize": 0.5,
               "hotspot.covariogram.maxDistance": 20}
-    values.update(overrides)
-    return StepContext(workdir=workdir, config=config_from_dict(values))
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +60,8 @@ def field_dir(tmp_path_factory):
     return workdir
 
 
-def test_recovers_exponential_correlation_length(field_dir):
-    ctx = context(field_dir)
+def test_recovers_exponential_correlation_length(field_dir, make_ctx):
+    ctx = make_ctx(field_dir)
     cg.run(ctx)
     length = cg.read_correlation_length(field_dir)
     assert length == pytest.approx(5.0, rel=0.2)
@@ -183,19 +178,19 @@ def test_read_correlation_length_missing_file(tmp_path):
     ("hotspot.covariogram.numPair", "1.5"),
     ("hotspot.covariogram.model", "cubic"),
 ])
-def test_bad_keys_name_the_key(tmp_path, key, value):
-    ctx = context(tmp_path, **{key: value})
+def test_bad_keys_name_the_key(tmp_path, key, value, make_ctx):
+    ctx = make_ctx(tmp_path, **{key: value})
     with pytest.raises(HotspotError, match=key.replace(".", r"\.")):
         cg.run(ctx)
 
 
-def test_missing_stack_says_run_load_data(tmp_path):
+def test_missing_stack_says_run_load_data(tmp_path, make_ctx):
     with pytest.raises(HotspotError, match="load_data"):
-        cg.run(context(tmp_path))
+        cg.run(make_ctx(tmp_path))
 
 
-def test_inputs_outputs(tmp_path):
-    ctx = context(tmp_path)
+def test_inputs_outputs(tmp_path, make_ctx):
+    ctx = make_ctx(tmp_path)
     assert cg.inputs(ctx) == [tmp_path / "hotspotStack.h5"]
     assert cg.outputs(ctx) == [tmp_path / "covariogram.h5"]
 
@@ -211,11 +206,11 @@ def test_sparse_lookup_fallback_draws_the_same_pairs(monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
-def test_update_mode_skips_a_finished_run(field_dir):
+def test_update_mode_skips_a_finished_run(field_dir, make_ctx):
     from hotspot.hotspotApp import is_up_to_date
-    ctx = context(field_dir)
+    ctx = make_ctx(field_dir)
     if not (field_dir / "covariogram.h5").is_file():
         cg.run(ctx)
     assert is_up_to_date("covariogram", cg, ctx)
-    assert not is_up_to_date("covariogram", cg, context(field_dir, **{
+    assert not is_up_to_date("covariogram", cg, make_ctx(field_dir, **{
         "hotspot.covariogram.model": "gaussian"}))

@@ -7,13 +7,11 @@ import pytest
 from sklearn.cluster import DBSCAN
 from sklearn.metrics import adjusted_rand_score
 
-from hotspot import dbscan as db
-from hotspot.hotspotApp import StepContext
+from hotspot.steps import dbscan as db
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.h5io import write_h5
 from hotspot.utils.labels import read_pixel_label, write_label_file
 from hotspot.utils.stack import write_stack
-from hotspot.utils.template import config_from_dict
 
 LAT0, LON0 = 34.0, -118.0
 DX_KM = 0.1          # 100 m pixels
@@ -45,10 +43,7 @@ def twins_scene(workdir, ny=60, nx=120):
     return temporal
 
 
-def context(workdir, **overrides):
-    values = {"hotspot.dbscan.eps": "0.35"}
-    values.update(overrides)
-    return StepContext(workdir=workdir, config=config_from_dict(values))
+CTX_DEFAULTS = {"hotspot.dbscan.eps": "0.35"}
 
 
 def read_table(path):
@@ -56,9 +51,9 @@ def read_table(path):
         return {k: f[k][:] for k in f if f[k].ndim == 1}, dict(f.attrs)
 
 
-def test_twins_split_and_all_noise_cluster(tmp_path):
+def test_twins_split_and_all_noise_cluster(tmp_path, make_ctx):
     temporal = twins_scene(tmp_path)
-    db.run(context(tmp_path))
+    db.run(make_ctx(tmp_path))
     out = tmp_path / "clusterDBSCAN.h5"
     labels = read_pixel_label(out)
     table, attrs = read_table(out)
@@ -87,19 +82,19 @@ def test_auto_min_samples_scales_with_density():
     assert db.auto_min_samples(x[:10], y[:10], 0.5) == db.MIN_SAMPLES_FLOOR
 
 
-def test_all_noise_when_min_samples_too_large(tmp_path):
+def test_all_noise_when_min_samples_too_large(tmp_path, make_ctx):
     twins_scene(tmp_path)
-    db.run(context(tmp_path, **{"hotspot.dbscan.minSamples": "100000"}))
+    db.run(make_ctx(tmp_path, **{"hotspot.dbscan.minSamples": "100000"}))
     labels = read_pixel_label(tmp_path / "clusterDBSCAN.h5")
     table, attrs = read_table(tmp_path / "clusterDBSCAN.h5")
     assert labels.max() == 0 and (labels == -1).sum() == 120
     assert table["parentCluster"].size == 0 and attrs["NUM_CLUSTER"] == 0
 
 
-def test_eps_per_cluster_and_auto_from_covariogram(tmp_path):
+def test_eps_per_cluster_and_auto_from_covariogram(tmp_path, make_ctx):
     temporal = twins_scene(tmp_path)
     # eps 7 km joins the twins (6 km apart, 1 km radius); 0.35 km for the others
-    db.run(context(tmp_path, **{"hotspot.dbscan.eps": "7, 0.35, 0.35",
+    db.run(make_ctx(tmp_path, **{"hotspot.dbscan.eps": "7, 0.35, 0.35",
                                 "hotspot.dbscan.minSamples": "5"}))
     labels = read_pixel_label(tmp_path / "clusterDBSCAN.h5")
     table, _ = read_table(tmp_path / "clusterDBSCAN.h5")
@@ -109,7 +104,7 @@ def test_eps_per_cluster_and_auto_from_covariogram(tmp_path):
 
     write_h5(tmp_path / "covariogram.h5", {"distance": np.arange(3.0)},
              {"CORRELATION_LENGTH_KM": 0.35, "FIT_STATUS": "ok"})
-    ctx = context(tmp_path, **{"hotspot.dbscan.eps": "auto"})
+    ctx = make_ctx(tmp_path, **{"hotspot.dbscan.eps": "auto"})
     assert tmp_path / "covariogram.h5" in db.inputs(ctx)
     db.run(ctx)
     table, attrs = read_table(tmp_path / "clusterDBSCAN.h5")
@@ -117,7 +112,7 @@ def test_eps_per_cluster_and_auto_from_covariogram(tmp_path):
     assert table["parentCluster"].tolist() == [1, 1, 2]
 
 
-def test_auto_eps_capped_by_pixel_spacing_finds_small_patches(tmp_path):
+def test_auto_eps_capped_by_pixel_spacing_finds_small_patches(tmp_path, make_ctx):
     # a correlation length of 5 km (the atmosphere) against patches of ~50 pixels: eps
     # auto is max(EPS_SPACING pixel spacings, EPS_MIN_KM), so each patch is a core region of its own and the
     # scattered pixels of the same temporal cluster (1 in 8) stay noise
@@ -132,7 +127,7 @@ def test_auto_eps_capped_by_pixel_spacing_finds_small_patches(tmp_path):
                      attrs={"NUM_CLUSTER": 9})
     write_h5(tmp_path / "covariogram.h5", {"distance": np.arange(3.0)},
              {"CORRELATION_LENGTH_KM": 5.0, "FIT_STATUS": "ok"})
-    db.run(context(tmp_path, **{"hotspot.dbscan.eps": "auto"}))
+    db.run(make_ctx(tmp_path, **{"hotspot.dbscan.eps": "auto"}))
     labels = read_pixel_label(tmp_path / "clusterDBSCAN.h5")
     table, attrs = read_table(tmp_path / "clusterDBSCAN.h5")
     assert db.pixel_spacing(c_km, r_km) == pytest.approx(DX_KM, rel=0.01)
@@ -149,10 +144,10 @@ def test_auto_eps_capped_by_pixel_spacing_finds_small_patches(tmp_path):
     assert np.sum(table["parentCluster"] == 1) == 3       # no cluster of scattered pixels
 
 
-def test_auto_eps_without_covariogram_is_clear(tmp_path):
+def test_auto_eps_without_covariogram_is_clear(tmp_path, make_ctx):
     twins_scene(tmp_path)
     with pytest.raises(HotspotError, match="covariogram"):
-        db.run(context(tmp_path, **{"hotspot.dbscan.eps": "auto"}))
+        db.run(make_ctx(tmp_path, **{"hotspot.dbscan.eps": "auto"}))
 
 
 @pytest.mark.parametrize("key, value, match", [
@@ -161,20 +156,20 @@ def test_auto_eps_without_covariogram_is_clear(tmp_path):
     ("hotspot.dbscan.minSamples", "5, 5", "expected 1 or 3"),
     ("hotspot.dbscan.minSamples", "2.5", "integers"),
 ])
-def test_bad_lists_name_the_key(tmp_path, key, value, match):
+def test_bad_lists_name_the_key(tmp_path, key, value, match, make_ctx):
     twins_scene(tmp_path)
     with pytest.raises(HotspotError, match=key.replace(".", r"\.")) as err:
-        db.run(context(tmp_path, **{key: value}))
+        db.run(make_ctx(tmp_path, **{key: value}))
     assert match in str(err.value)
 
 
-def test_missing_or_mismatched_tskm_file(tmp_path):
+def test_missing_or_mismatched_tskm_file(tmp_path, make_ctx):
     grid_stack(tmp_path / "hotspotStack.h5", 10, 10)
     with pytest.raises(HotspotError, match="tskm"):
-        db.run(context(tmp_path))
+        db.run(make_ctx(tmp_path))
     write_h5(tmp_path / "clusterTSKM.h5", {"pixelLabel": np.ones(7, dtype=np.int32)})
     with pytest.raises(HotspotError, match="7 values"):
-        db.run(context(tmp_path))
+        db.run(make_ctx(tmp_path))
 
 
 def clustered_points(n, seed):
@@ -215,7 +210,7 @@ def test_renumbering_is_deterministic_by_size():
     assert sizes.tolist() == [3, 3, 2]
 
 
-def test_outputs(tmp_path):
-    ctx = context(tmp_path)
+def test_outputs(tmp_path, make_ctx):
+    ctx = make_ctx(tmp_path)
     assert db.outputs(ctx) == [tmp_path / "clusterDBSCAN.h5"]
     assert db.inputs(ctx) == [tmp_path / "hotspotStack.h5", tmp_path / "clusterTSKM.h5"]

@@ -7,14 +7,14 @@ import h5py
 import numpy as np
 import pytest
 
-from hotspot import dispersion as disp
-from hotspot.hotspotApp import StepContext
+from hotspot.steps import dispersion as disp
+from hotspot.steps import dispersion_merge as frag
+from hotspot.steps import dispersion_significance as sig
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.geo import EARTH_RADIUS_KM, lonlat_to_xy_km
 from hotspot.utils.h5io import write_h5
 from hotspot.utils.labels import write_label_file
 from hotspot.utils.stack import decimal_years, write_stack
-from hotspot.utils.template import config_from_dict
 
 KM_PER_DEG = np.deg2rad(1.0) * EARTH_RADIUS_KM
 LENGTH = WIDTH = 80
@@ -75,10 +75,7 @@ def make_scene(workdir, seed=0, noise_mm=3.0, points=False):
     return stack, label, ts
 
 
-def make_ctx(workdir, **overrides):
-    values = {"hotspot.dispersion.maxStandardDistance": "1.0"}
-    values.update(overrides)
-    return StepContext(workdir=workdir, config=config_from_dict(values))
+CTX_DEFAULTS = {"hotspot.dispersion.maxStandardDistance": "1.0"}
 
 
 # ---------------------------------------------------------------------------- geometry
@@ -86,18 +83,18 @@ def test_standard_distance_and_ellipse_hand_computed():
     # (+-1, 0), (0, +-2): var_x = 0.5, var_y = 2, cov 0 -> S_d = sqrt(2.5), a = sqrt(2), b = sqrt(.5)
     x = np.array([1.0, -1.0, 0.0, 0.0])
     y = np.array([0.0, 0.0, 2.0, -2.0])
-    assert disp.standard_distance(x, y) == pytest.approx(np.sqrt(2.5))
-    xc, yc, a, b, angle = disp.deviational_ellipse(x + 3, y - 1)
+    assert sig.standard_distance(x, y) == pytest.approx(np.sqrt(2.5))
+    xc, yc, a, b, angle = sig.deviational_ellipse(x + 3, y - 1)
     assert (xc, yc) == pytest.approx((3, -1))
     assert (a, b) == pytest.approx((np.sqrt(2), np.sqrt(0.5)))
     assert angle == pytest.approx(90.0)
     # the same cross rotated 30 deg counter-clockwise: major axis at 120 deg == -60 deg
     t = np.deg2rad(30)
     xr, yr = x * np.cos(t) - y * np.sin(t), x * np.sin(t) + y * np.cos(t)
-    _, _, a, b, angle = disp.deviational_ellipse(xr, yr)
+    _, _, a, b, angle = sig.deviational_ellipse(xr, yr)
     assert (a, b) == pytest.approx((np.sqrt(2), np.sqrt(0.5)))
     assert angle == pytest.approx(-60.0)
-    assert disp.standard_distance(xr, yr) == pytest.approx(np.sqrt(a ** 2 + b ** 2))
+    assert sig.standard_distance(xr, yr) == pytest.approx(np.sqrt(a ** 2 + b ** 2))
 
 
 def test_rotated_gaussian_cloud_on_lonlat():
@@ -110,13 +107,13 @@ def test_rotated_gaussian_cloud_on_lonlat():
     lat0, lon0 = 45.0, 10.0
     lat = lat0 + y / KM_PER_DEG
     lon = lon0 + x / (KM_PER_DEG * np.cos(np.deg2rad(lat0)))
-    geo = disp.cluster_geometry(np.zeros(lon.size, dtype=int), lon, lat, 1)
+    geo = sig.cluster_geometry(np.zeros(lon.size, dtype=int), lon, lat, 1)
     # exact against the same statistics on the cluster's local projection
     xl, yl = lonlat_to_xy_km(lon, lat)
-    xc, yc, a, b, angle = disp.deviational_ellipse(xl, yl)
+    xc, yc, a, b, angle = sig.deviational_ellipse(xl, yl)
     assert (xc, yc) == pytest.approx((0, 0), abs=1e-9)       # centroid = projection centre
     assert geo["ellipseSemiMinor"][0] == pytest.approx(b, rel=1e-9)
-    assert geo["standardDistance"][0] == pytest.approx(disp.standard_distance(xl, yl), rel=1e-9)
+    assert geo["standardDistance"][0] == pytest.approx(sig.standard_distance(xl, yl), rel=1e-9)
     assert geo["ellipseSemiMajor"][0] == pytest.approx(a, rel=1e-9)
     assert geo["ellipseAngle"][0] == pytest.approx(angle, abs=1e-6)
     # and close to the cloud's true parameters
@@ -133,7 +130,7 @@ def test_signal_test_calibrated_under_noise_and_sees_seasonal_signal():
     for num_date in (60, 15):
         years = decimal_years(_dates(num_date))
         noise = rng.normal(0, 1.0, (4000, years.size))
-        p, _, sigma, dof = disp.signal_test(noise, years)
+        p, _, sigma, dof = sig.signal_test(noise, years)
         assert dof == 4
         assert np.median(sigma) == pytest.approx(1.0, rel=0.1)
         rate = np.mean(p < 0.05)
@@ -141,12 +138,12 @@ def test_signal_test_calibrated_under_noise_and_sees_seasonal_signal():
         assert 0.02 <= rate <= 0.065 and (num_date < 30 or rate >= 0.035), (num_date, rate)
     years = decimal_years(_dates())
     seasonal = 1.0 * np.sin(2 * np.pi * years) + rng.normal(0, 1.0, years.size)
-    p, rms, _, _ = disp.signal_test(seasonal, years)
+    p, rms, _, _ = sig.signal_test(seasonal, years)
     assert p[0] < 1e-4 and rms[0] == pytest.approx(np.sqrt(0.5), rel=0.3)
     # a mean velocity of zero: the velocity test cannot see it
-    assert disp.velocity_test(np.array([0.0]), np.array([0.002]), np.array([1.0]))[0] == 1.0
+    assert sig.velocity_test(np.array([0.0]), np.array([0.002]), np.array([1.0]))[0] == 1.0
     # too few epochs to test: NaN, which select_hotspots does not hold against a cluster
-    assert np.isnan(disp.signal_test(np.ones((1, 3)), years[:3])[0][0])
+    assert np.isnan(sig.signal_test(np.ones((1, 3)), years[:3])[0][0])
 
 
 def test_noise_std_ignores_smooth_signal():
@@ -154,12 +151,12 @@ def test_noise_std_ignores_smooth_signal():
     years = decimal_years(_dates())
     signal = 0.05 * years + 0.01 * np.sin(2 * np.pi * years)
     data = signal + rng.normal(0, 0.003, (2000, years.size))
-    sigma = disp.noise_std(data)
+    sigma = sig.noise_std(data)
     assert np.median(sigma) == pytest.approx(0.003, rel=0.1)
 
 
 def test_effective_count_is_clipped():
-    n_eff = disp.effective_count([1.0, 1000.0, 1e6], 1.0, [50, 5000, 10])
+    n_eff = sig.effective_count([1.0, 1000.0, 1e6], 1.0, [50, 5000, 10])
     assert n_eff[0] == 1.0
     assert n_eff[1] == pytest.approx(1000 / (2 * np.pi))
     assert n_eff[2] == 10
@@ -319,7 +316,7 @@ def _write_covariogram(workdir, length_km=0.5):
              {"CORRELATION_LENGTH_KM": length_km})
 
 
-def test_run_writes_products_and_view_renders(tmp_path):
+def test_run_writes_products_and_view_renders(tmp_path, make_ctx):
     make_scene(tmp_path)
     _write_covariogram(tmp_path, 0.5)
     ctx = make_ctx(tmp_path, **{"hotspot.dispersion.maxStandardDistance": "auto"})
@@ -352,7 +349,7 @@ def test_run_writes_products_and_view_renders(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert out.is_file() and out.stat().st_size > 1000
     # the exports read hotspot.h5's table as written here
-    from hotspot.export import write_exports
+    from hotspot.steps.export import write_exports
     written = write_exports(ctx)
     assert [p.name for p in written][-1] == "hotspot.tif"
     props = [f["properties"] for f in
@@ -377,7 +374,7 @@ def test_run_writes_products_and_view_renders(tmp_path):
             "velocity_contrast_mm_yr"} <= set(header)
 
 
-def test_auto_needs_covariogram(tmp_path):
+def test_auto_needs_covariogram(tmp_path, make_ctx):
     make_scene(tmp_path)
     ctx = make_ctx(tmp_path, **{"hotspot.dispersion.maxStandardDistance": "auto"})
     with pytest.raises(HotspotError, match="maxStandardDistance.*covariogram"):
@@ -385,7 +382,7 @@ def test_auto_needs_covariogram(tmp_path):
     assert not (tmp_path / "hotspot.h5").exists()
 
 
-def test_failed_covariogram_falls_back_to_set_distance(tmp_path):
+def test_failed_covariogram_falls_back_to_set_distance(tmp_path, make_ctx):
     make_scene(tmp_path)
     write_h5(tmp_path / "covariogram.h5", {"distance": np.arange(3.0)},
              {"CORRELATION_LENGTH_KM": "nan", "FIT_STATUS": "failed"})
@@ -395,7 +392,7 @@ def test_failed_covariogram_falls_back_to_set_distance(tmp_path):
         disp.read_options(make_ctx(tmp_path, **{"hotspot.dispersion.maxStandardDistance": "auto"}))
 
 
-def test_bad_inputs_name_file_and_key(tmp_path):
+def test_bad_inputs_name_file_and_key(tmp_path, make_ctx):
     stack, label, _ = make_scene(tmp_path)
     with pytest.raises(HotspotError, match="maxStandardDistance"):
         disp.run(make_ctx(tmp_path, **{"hotspot.dispersion.maxStandardDistance": "-1"}))
@@ -411,7 +408,7 @@ def test_bad_inputs_name_file_and_key(tmp_path):
                                 drop_insignificant=True, corr_length=1, max_memory=1, seed=0)
 
 
-def test_lstm_labels_preferred_and_no_cluster_case(tmp_path):
+def test_lstm_labels_preferred_and_no_cluster_case(tmp_path, make_ctx):
     stack, label, _ = make_scene(tmp_path)
     write_label_file(tmp_path / "clusterLSTM.h5", np.where(label >= 0, 0, -1), stack)
     ctx = make_ctx(tmp_path)
@@ -431,18 +428,18 @@ def test_empirical_null_drops_bulk_keeps_outliers():
     signal[:3] = 0.002 * np.array([1.5, 2.0, 3.0])                    # three real hotspots
     table = {"standardDistance": np.full(200, 0.5), "numPixel": np.full(200, 50),
              "pValue": np.full(200, 1e-12), "signalRms": signal, "noiseLevel": noise}
-    out = disp.select_hotspots(table, max_sd=1.0, min_pixel=20, alpha=0.05,
+    out = sig.select_hotspots(table, max_sd=1.0, min_pixel=20, alpha=0.05,
                                drop_insignificant=True)
     assert out["isHotspot"][:3].all()
     assert out["isHotspot"][3:].sum() <= 0.02 * 197
     # too few candidates for an empirical null: the F-test alone decides
     few = {k: v[:20] for k, v in table.items()}
-    assert disp.select_hotspots(few, 1.0, 20, 0.05, True)["isHotspot"].all()
+    assert sig.select_hotspots(few, 1.0, 20, 0.05, True)["isHotspot"].all()
     # Bonferroni: p = 1e-3 passes alone (0.05 / 1) but not among 200 candidates
     table["pValue"][:3] = 1e-3
-    assert not disp.select_hotspots(table, 1.0, 20, 0.05, True)["isHotspot"][:3].any()
+    assert not sig.select_hotspots(table, 1.0, 20, 0.05, True)["isHotspot"][:3].any()
     single = {k: v[:1] for k, v in table.items()}
-    assert disp.select_hotspots(single, 1.0, 20, 0.05, True)["isHotspot"][0]
+    assert sig.select_hotspots(single, 1.0, 20, 0.05, True)["isHotspot"][0]
 
 
 def test_unwrapping_error_patch_is_dropped_and_real_hotspots_kept(tmp_path):
@@ -533,7 +530,7 @@ def test_amplitude_core_splits_a_diluted_cluster(tmp_path):
     assert (found & disk).sum() / (found | disk).sum() < 0.5
 
 
-def test_amplitude_core_key(tmp_path, capsys):
+def test_amplitude_core_key(tmp_path, capsys, make_ctx):
     """auto without hotspotFiltered.h5: off, logged; yes without it: an error naming the
     file and the key; with it: on, and recorded in dispersion.h5."""
     stack, label, ts = make_scene(tmp_path)
@@ -589,25 +586,25 @@ def test_a_diluted_merge_keeps_its_hotspots_merged():
     hotspots 2 and 7 stay one; a lost group with fewer than two hotspots, or of hotspots
     only, is undone; groups that stayed hotspots are untouched."""
     merged = {5: 2, 7: 2, 9: 3}
-    out, kept = disp._shrink_merges(merged, lost={2}, hot_before={2, 3, 7})
+    out, kept = frag._shrink_merges(merged, lost={2}, hot_before={2, 3, 7})
     assert out == {7: 2, 9: 3} and kept == [[2, 7]]
-    out, kept = disp._shrink_merges({7: 2, 9: 3}, lost={2}, hot_before={2, 3, 7})
+    out, kept = frag._shrink_merges({7: 2, 9: 3}, lost={2}, hot_before={2, 3, 7})
     assert out == {9: 3} and kept == []
-    out, kept = disp._shrink_merges({5: 2, 6: 2}, lost={2}, hot_before={6})
+    out, kept = frag._shrink_merges({5: 2, 6: 2}, lost={2}, hot_before={6})
     assert out == {} and kept == []
     # the hotspots of a lost group need not include its root (the smallest id)
-    out, kept = disp._shrink_merges({5: 2, 6: 2}, lost={2}, hot_before={5, 6})
+    out, kept = frag._shrink_merges({5: 2, 6: 2}, lost={2}, hot_before={5, 6})
     assert out == {6: 5} and kept == [[5, 6]]
 
 
 def test_peak_gate_grows_like_the_largest_of_n_noise_values():
     """The gate a cluster's peak amplitude z must reach rises with its size, as the largest of
     n standard normal values does (sqrt(2 ln n)): 4.4 at 20 pixels, 7.2 at 3,000."""
-    gate = disp.hotspot_peak_gate(np.array([20, 273, 3221]))
+    gate = sig.hotspot_peak_gate(np.array([20, 273, 3221]))
     np.testing.assert_allclose(gate, 1.8 * np.sqrt(2 * np.log([20, 273, 3221])))
     assert np.all(np.diff(gate) > 0) and 4.3 < gate[0] < 4.5 and 7.1 < gate[2] < 7.3
     table = {"standardDistance": np.full(3, 0.5), "numPixel": np.array([273, 273, 3221]),
              "pValue": np.full(3, 1e-12), "peakAmplitudeZ": np.array([6.6, 5.9, 6.8])}
     # a 273-pixel cluster peaking at 6.6 is kept, at 5.9 it is not; 3,221 pixels at 6.8 is not
-    out = disp.select_hotspots(table, max_sd=1.0, min_pixel=20, alpha=0.05, drop_insignificant=True)
+    out = sig.select_hotspots(table, max_sd=1.0, min_pixel=20, alpha=0.05, drop_insignificant=True)
     assert out["isHotspot"].tolist() == [True, False, False]

@@ -11,8 +11,8 @@ import tifffile
 from lxml import etree
 from pyproj import Transformer
 
-from hotspot import export
 from hotspot.hotspotApp import StepContext
+from hotspot.steps import export
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.labels import write_label_file
 from hotspot.utils.stack import write_stack

@@ -1,4 +1,4 @@
-"""hotspot.kernels against tslearn: same labels as TimeSeriesKMeans.predict, same distances."""
+"""hotspot.steps.kernels against tslearn: same labels as TimeSeriesKMeans.predict, same distances."""
 import warnings
 
 import numpy as np
@@ -8,7 +8,8 @@ from tslearn.barycenters.softdtw import _acc_softdtw_func
 from tslearn.clustering import TimeSeriesKMeans
 from tslearn.metrics import cdist_dtw, cdist_soft_dtw, dtw, soft_dtw
 
-from hotspot import kernels
+from hotspot.steps import kernels
+from hotspot.steps.kernels import dtw as lanes
 
 T = 40
 GAMMA = 0.01
@@ -120,7 +121,7 @@ def test_exact_cost_is_tslearn(radius):
     C = patterns(3)
     params = {} if radius is None else {"global_constraint": "sakoe_chiba",
                                         "sakoe_chiba_radius": radius}
-    r = kernels._radius(radius, T)
+    r = lanes._radius(radius, T)
     for x in X:
         for c in C:
             assert kernels.exact_cost(x, c, r, False, GAMMA) == pytest.approx(
@@ -170,10 +171,10 @@ def test_cdist_argmin_exact():
 
 def test_polynomial_exp_and_log():
     z = np.linspace(0, float(kernels.ZMAX), 100_001).astype(np.float32)
-    got = np.array([kernels._exp_neg(v) for v in z[::97]])
+    got = np.array([lanes._exp_neg(v) for v in z[::97]])
     np.testing.assert_allclose(got, np.exp(-z[::97].astype(np.float64)), rtol=3e-7)
     s = np.linspace(1, 3, 20_001).astype(np.float32)
-    got = np.array([kernels._log_1to3(v) for v in s[::37]])
+    got = np.array([lanes._log_1to3(v) for v in s[::37]])
     np.testing.assert_allclose(got, np.log(s[::37].astype(np.float64)), atol=3e-7)
 
 

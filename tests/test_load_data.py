@@ -19,11 +19,9 @@ from mintpy.utils import utils as ut
 from mintpy.utils import writefile
 
 from hotspot.cli import hotspotApp as cli
-from hotspot.hotspotApp import StepContext
-from hotspot.load_data import clean_block, linear_velocity, load_stack, run
 from hotspot.readers import Block, open_reader
+from hotspot.steps.load_data import clean_block, linear_velocity, load_stack, run
 from hotspot.utils.errors import HotspotError
-from hotspot.utils.template import config_from_dict
 
 DATA = Path(__file__).parent / "data"
 LENGTH, WIDTH = 24, 30
@@ -127,11 +125,6 @@ def wabinsar_scene(workdir, scene, v73=False, nan_velocity_row=None):
     return arrays
 
 
-def make_ctx(workdir, **overrides):
-    config = config_from_dict({k.replace("__", "."): v for k, v in overrides.items()})
-    return StepContext(workdir=Path(workdir), config=config)
-
-
 def read_stack(path):
     with h5py.File(path, "r") as f:
         out = {k: f[k][:] for k in f}
@@ -157,7 +150,7 @@ def cli_error(workdir, capsys, template_text=""):
 
 # ---------------------------------------------------------------- MintPy
 @pytest.mark.parametrize("geocoded", [True, False])
-def test_mintpy_scene_matches_timeseries(tmp_path, geocoded):
+def test_mintpy_scene_matches_timeseries(tmp_path, geocoded, make_ctx):
     scene = mintpy_scene(tmp_path, geocoded=geocoded)
     run(make_ctx(tmp_path))
     stack = read_stack(tmp_path / "hotspotStack.h5")
@@ -184,7 +177,7 @@ def test_mintpy_scene_matches_timeseries(tmp_path, geocoded):
     assert attrs["NUM_MASKED"] == (~scene["mask"]).sum() and attrs["NUM_NAN_DROPPED"] == 1
 
 
-def test_mintpy_blocks_equal_one_block(tmp_path):
+def test_mintpy_blocks_equal_one_block(tmp_path, make_ctx):
     """Row blocks of 1000 pixels (tiny maxMemory, no cache) give the same stack as one block."""
     mintpy_scene(tmp_path)
     ctx = make_ctx(tmp_path)
@@ -197,7 +190,7 @@ def test_mintpy_blocks_equal_one_block(tmp_path):
         np.testing.assert_array_equal(small[name], big[name])
 
 
-def test_mintpy_picks_corrected_timeseries_and_scales_unit(tmp_path):
+def test_mintpy_picks_corrected_timeseries_and_scales_unit(tmp_path, make_ctx):
     scene = mintpy_scene(tmp_path)
     shutil.copy(tmp_path / "timeseries.h5", tmp_path / "timeseries_ERA5_demErr.h5")
     with h5py.File(tmp_path / "timeseries_ERA5_demErr.h5", "r+") as f:
@@ -211,7 +204,7 @@ def test_mintpy_picks_corrected_timeseries_and_scales_unit(tmp_path):
     np.testing.assert_allclose(stack["displacement"], scene["ts"][:, rr, cc].T / 1000, rtol=1e-6)
 
 
-def test_mintpy_geo_folder_names(tmp_path):
+def test_mintpy_geo_folder_names(tmp_path, make_ctx):
     """geo/geo_*.h5 as MintPy's geocode step names them, found from the named time series."""
     scene = mintpy_scene(tmp_path / "src")
     geo = tmp_path / "geo"
@@ -228,7 +221,7 @@ def test_mintpy_geo_folder_names(tmp_path):
     assert read_stack(tmp_path / "stack.h5")["row"].size == valid_pixels(scene)[0].size
 
 
-def test_mintpy_without_velocity_fits_it(tmp_path):
+def test_mintpy_without_velocity_fits_it(tmp_path, make_ctx):
     scene = mintpy_scene(tmp_path)
     run(make_ctx(tmp_path, hotspot__load__velocityFile="no", hotspot__load__maskFile="no",
                  hotspot__load__coherenceFile="no"))
@@ -243,7 +236,7 @@ def test_mintpy_without_velocity_fits_it(tmp_path):
 
 # ---------------------------------------------------------------- WabInSAR
 @pytest.mark.parametrize("v73", [False, True])
-def test_wabinsar_equals_mintpy(tmp_path, v73):
+def test_wabinsar_equals_mintpy(tmp_path, v73, make_ctx):
     scene = mintpy_scene(tmp_path / "mintpy")
     run(make_ctx(tmp_path / "mintpy"))
     wabinsar_scene(tmp_path / "wab", scene, v73=v73)
@@ -260,7 +253,7 @@ def test_wabinsar_equals_mintpy(tmp_path, v73):
 
 
 @pytest.mark.parametrize("v73", [False, True])
-def test_wabinsar_nan_row_dropped_everywhere(tmp_path, v73):
+def test_wabinsar_nan_row_dropped_everywhere(tmp_path, v73, make_ctx):
     scene = mintpy_scene(tmp_path / "mintpy")
     arrays = wabinsar_scene(tmp_path, scene, v73=v73, nan_velocity_row=7)
     run(make_ctx(tmp_path))
@@ -272,7 +265,7 @@ def test_wabinsar_nan_row_dropped_everywhere(tmp_path, v73):
     assert stack["attrs"]["NUM_NAN_DROPPED"] == 1
 
 
-def test_wabinsar_orientation_by_number_of_dates(tmp_path):
+def test_wabinsar_orientation_by_number_of_dates(tmp_path, make_ctx):
     """A v7.3 file written N x T as h5py sees it (not MATLAB's layout) is read the same."""
     scene = mintpy_scene(tmp_path / "mintpy")
     arrays = wabinsar_scene(tmp_path, scene, v73=True)
@@ -282,7 +275,7 @@ def test_wabinsar_orientation_by_number_of_dates(tmp_path):
     np.testing.assert_allclose(stack["displacement"], arrays["R_TS_den"] / 1000, rtol=1e-6)
 
 
-def test_wabinsar_single_variable_with_other_name(tmp_path):
+def test_wabinsar_single_variable_with_other_name(tmp_path, make_ctx):
     scene = mintpy_scene(tmp_path / "mintpy")
     arrays = wabinsar_scene(tmp_path, scene)
     scipy.io.savemat(tmp_path / "MVel.mat", {"v": arrays["MVel"]})
@@ -296,7 +289,7 @@ def test_wabinsar_single_variable_with_other_name(tmp_path):
 
 # ---------------------------------------------------------------- EGMS
 @pytest.mark.parametrize("name", ["egms_subset.csv", "egms_subset.zip"])
-def test_egms_subset(tmp_path, name):
+def test_egms_subset(tmp_path, name, make_ctx):
     shutil.copy(DATA / name, tmp_path / name)
     run(make_ctx(tmp_path, hotspot__load__timeseriesFile=name))
     stack = read_stack(tmp_path / "hotspotStack.h5")
@@ -315,7 +308,7 @@ def test_egms_subset(tmp_path, name):
     assert stack["attrs"]["GRID"] == "no" and stack["attrs"]["PROCESSOR"] == "egms"
 
 
-def test_egms_chunks_and_l3_positions(tmp_path, monkeypatch):
+def test_egms_chunks_and_l3_positions(tmp_path, monkeypatch, make_ctx):
     """Chunks of 60 rows give the same stack as one chunk; L3 easting/northing become lat/lon."""
     csv = pd.read_csv(DATA / "egms_subset.csv")
     l3 = csv.drop(columns=["latitude", "longitude", "incidence_angle", "temporal_coherence"])
@@ -335,7 +328,7 @@ def test_egms_chunks_and_l3_positions(tmp_path, monkeypatch):
     assert np.isnan(stack["coherence"]).all()
 
 
-def test_egms_nan_rows_dropped(tmp_path):
+def test_egms_nan_rows_dropped(tmp_path, make_ctx):
     text = (DATA / "egms_subset.csv").read_text().splitlines()
     cells = text[3].split(",")
     cells[40] = ""                                            # an empty epoch

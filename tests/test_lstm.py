@@ -8,9 +8,11 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from hotspot import lstm_models as lm  # noqa: E402
-from hotspot import train_lstm  # noqa: E402
 from hotspot.hotspotApp import StepContext  # noqa: E402
+from hotspot.steps import lstm_bundle as lb  # noqa: E402
+from hotspot.steps import lstm_models as lm  # noqa: E402
+from hotspot.steps import lstm_spatial as lsp  # noqa: E402
+from hotspot.steps import train_lstm, train_lstm_sample  # noqa: E402
 from hotspot.utils.errors import HotspotError  # noqa: E402
 from hotspot.utils.h5io import read_attrs, write_h5  # noqa: E402
 from hotspot.utils.labels import write_label_file  # noqa: E402
@@ -171,21 +173,21 @@ def test_block_split_holds_out_whole_tiles():
 
 
 def test_neighbour_votes_leave_one_out():
-    ref = lm.Reference(x=[0, 1, 2, 10, 11], y=[0, 0, 0, 0, 0], cls=[1, 1, 2, 3, 3])
-    votes = lm.neighbour_votes(ref, np.array([0.1, 10.5]), np.zeros(2), 4, 2)
+    ref = lsp.Reference(x=[0, 1, 2, 10, 11], y=[0, 0, 0, 0, 0], cls=[1, 1, 2, 3, 3])
+    votes = lsp.neighbour_votes(ref, np.array([0.1, 10.5]), np.zeros(2), 4, 2)
     assert np.allclose(votes, [[0, 1, 0, 0], [0, 0, 0, 1]])
-    loo = lm.neighbour_votes(ref, ref.x, ref.y, 4, 1, self_index=np.arange(5))
+    loo = lsp.neighbour_votes(ref, ref.x, ref.y, 4, 1, self_index=np.arange(5))
     assert np.allclose(loo.argmax(axis=1), [1, 1, 1, 3, 3])   # pixel 2 sees its neighbour 1
 
 
 def test_twin_post_step_picks_the_nearest_twin():
-    ref = lm.Reference(x=[0, 0, 50, 50], y=[0, 1, 0, 1], cls=[1, 1, 2, 2])
-    resolver = lm.TwinResolver(group=[-1, 0, 0])
+    ref = lsp.Reference(x=[0, 0, 50, 50], y=[0, 1, 0, 1], cls=[1, 1, 2, 2])
+    resolver = lsp.TwinResolver(group=[-1, 0, 0])
     prob = np.array([[0.2, 0.45, 0.35], [0.2, 0.45, 0.35], [0.9, 0.05, 0.05]])
     idx, p = resolver.resolve(prob, np.array([49.0, 1.0, 0.0]), np.zeros(3), ref)
     assert idx.tolist() == [2, 1, 0]
     assert np.allclose(p, [0.8, 0.8, 0.9])
-    assert lm.twin_groups([0, 5, 6, 7], {5: 1, 6: 1, 7: 2}) == [-1, 0, 0, -1]
+    assert lsp.twin_groups([0, 5, 6, 7], {5: 1, 6: 1, 7: 2}) == [-1, 0, 0, -1]
 
 
 # ----------------------------------------------------------------- training
@@ -205,8 +207,8 @@ def test_training_lowers_the_loss(tmp_path):
 def test_saved_model_reloads_and_predicts_identically(tmp_path, trained):
     for name in lm.MODEL_NAMES:
         path = trained.path(f"model/{name}.keras")
-        bundle = lm.load_bundle(path)
-        meta = json.loads(lm.sidecar_path(path).read_text())
+        bundle = lb.load_bundle(path)
+        meta = json.loads(lb.sidecar_path(path).read_text())
         assert meta["class_id"] == [0, 1, 2, 3, 4] and meta["variant"] == "fast"
         assert meta["preprocessing"]["time_step"] == 4 and len(meta["preprocessing"]["dates"]) == 24
         from hotspot.utils.stack import read_pixels, read_rows
@@ -217,7 +219,7 @@ def test_saved_model_reloads_and_predicts_identically(tmp_path, trained):
         static = lm.static_features(pix, bundle.prep.positions(pix["longitude"], pix["latitude"]))
         disp = read_rows(trained.path("hotspotStack.h5"), rows)
         first = bundle.predict_proba(disp, static)
-        again = lm.load_bundle(path).predict_proba(disp, static)
+        again = lb.load_bundle(path).predict_proba(disp, static)
         assert np.array_equal(first, again)
         assert np.allclose(first.sum(axis=1), 1, atol=1e-5)
 
@@ -226,12 +228,12 @@ def test_sidecar_must_match_model(tmp_path, trained):
     src = trained.path("model/lstm.keras")
     dst = tmp_path / "lstm.keras"
     dst.write_bytes(src.read_bytes() + b"\0")
-    (tmp_path / "lstm.json").write_text(lm.sidecar_path(src).read_text())
+    (tmp_path / "lstm.json").write_text(lb.sidecar_path(src).read_text())
     with pytest.raises(HotspotError, match="does not match"):
-        lm.load_bundle(dst)
+        lb.load_bundle(dst)
     (tmp_path / "lstm.json").unlink()
     with pytest.raises(HotspotError, match="lstm.json"):
-        lm.load_bundle(dst)
+        lb.load_bundle(dst)
 
 
 def test_step_writes_scores_for_both_splits(trained):
@@ -266,8 +268,8 @@ def test_same_seed_same_model(tmp_path):
                                            "hotspot.train_lstm.split": "random"})
     b = trained_workdir(tmp_path / "b", **{"hotspot.train_lstm.model": "lstm",
                                            "hotspot.train_lstm.split": "random"})
-    wa = lm.load_bundle(a.path("model/lstm.keras")).model.get_weights()
-    wb = lm.load_bundle(b.path("model/lstm.keras")).model.get_weights()
+    wa = lb.load_bundle(a.path("model/lstm.keras")).model.get_weights()
+    wb = lb.load_bundle(b.path("model/lstm.keras")).model.get_weights()
     assert all(np.array_equal(x, y) for x, y in zip(wa, wb))
 
 
@@ -302,7 +304,7 @@ def test_block_size_fallback_without_covariogram(tmp_path):
 
 def test_max_class_keeps_the_clusters_of_strongest_signal(tmp_path):
     stack, label, _ = make_tiny_scene(tmp_path)
-    signal = train_lstm.cluster_signal(stack, label, max_memory=0.001)
+    signal = train_lstm_sample.cluster_signal(stack, label, max_memory=0.001)
     # clusters 2, 3, 4 move 15 cm over the series, the background (1) is 2 mm noise
     assert min(signal[2], signal[3], signal[4]) > 10 * signal[1] > 0
     kept = train_lstm.limit_classes(label, 3, stack, log=lambda m: None)
@@ -329,7 +331,7 @@ def test_filtered_series_temporal_input_and_dense_reference(tmp_path):
     tskm label; the reference holds labelled pixels beyond the sample, never test pixels."""
     stack, label, tskm = make_tiny_scene(tmp_path)
     filtered = tmp_path / "hotspotFiltered.h5"
-    from hotspot.tskm import filter_stack
+    from hotspot.steps.tskm import filter_stack
     filter_stack(stack, filtered, max_memory=0.01, log=lambda m: None)
     temporal = {"num_cluster": 3, "centroids": np.zeros((3, 24)).tolist(), "metric": "euclidean",
                 "gamma": 0.01, "band_radius": None, "normalize": "zscore"}
@@ -354,11 +356,11 @@ def test_filtered_series_temporal_input_and_dense_reference(tmp_path):
     with pytest.raises(HotspotError, match="temporal"):
         lp.predict_proba(sample.disp[:5], sample.static[:5])
     path = lp.save(tmp_path / "model" / "lstmPerceptron.keras")
-    again = lm.load_bundle(path)
+    again = lb.load_bundle(path)
     assert again.num_temporal == 3 and again.prep.series_source == "filtered"
     tk = sample.temporal[:50]
     first = again.predict_proba(sample.disp[:50], sample.static[:50], temporal=tk)
-    assert np.array_equal(first, lm.load_bundle(path).predict_proba(
+    assert np.array_equal(first, lb.load_bundle(path).predict_proba(
         sample.disp[:50], sample.static[:50], temporal=tk))
     assert np.allclose(first, lp.predict_proba(sample.disp[:50], sample.static[:50], temporal=tk),
                        atol=1e-4)

@@ -4,12 +4,12 @@ import h5py
 import numpy as np
 import pytest
 
-from hotspot import plot
-from hotspot.hotspotApp import StepContext, is_up_to_date
+from hotspot.hotspotApp import is_up_to_date
 from hotspot.plots.common import read_geometry
 from hotspot.plots.data import PlotData
 from hotspot.plots.diagnostics import confusion_scores
 from hotspot.plots.series import hotspot_series
+from hotspot.steps import plot
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.h5io import read_attrs, write_h5
 from hotspot.utils.labels import label_to_map, write_label_file
@@ -137,11 +137,7 @@ def build_workdir(workdir, grid=True, full_dispersion=True, files=None):
     return s
 
 
-def _ctx(workdir, **overrides):
-    from hotspot.utils.template import config_from_dict
-    values = {"hotspot.plot.dpi": "60", "hotspot.plot.export": "no"}
-    values.update(overrides)
-    return StepContext(workdir=workdir, config=config_from_dict(values))
+CTX_DEFAULTS = {"hotspot.plot.dpi": "60", "hotspot.plot.export": "no"}
 
 
 def _check_png(path):
@@ -151,9 +147,9 @@ def _check_png(path):
 
 
 @pytest.mark.parametrize("grid", [True, False], ids=["grid", "points"])
-def test_every_figure_written(tmp_path, grid, capsys):
+def test_every_figure_written(tmp_path, grid, capsys, make_ctx):
     build_workdir(tmp_path, grid=grid, full_dispersion=grid)
-    ctx = _ctx(tmp_path)
+    ctx = make_ctx(tmp_path)
     written = plot.run(ctx)
     assert sorted(written) == sorted(ALL_FIGURES)
     for name in ALL_FIGURES:
@@ -169,9 +165,9 @@ def test_every_figure_written(tmp_path, grid, capsys):
     assert "plot: skip" not in capsys.readouterr().out.replace("skip GIS", "")
 
 
-def test_missing_inputs_are_skipped_with_reason(tmp_path, capsys):
+def test_missing_inputs_are_skipped_with_reason(tmp_path, capsys, make_ctx):
     build_workdir(tmp_path, files={"covariogram.h5"})
-    ctx = _ctx(tmp_path)
+    ctx = make_ctx(tmp_path)
     written = plot.run(ctx)
     assert sorted(written) == ["covariogram.png", "velocity_hotspots.png"]
     out = capsys.readouterr().out
@@ -183,24 +179,24 @@ def test_missing_inputs_are_skipped_with_reason(tmp_path, capsys):
     assert "clusterTSKM.h5 not found" in read_attrs(tmp_path / "pic" / "plot.h5")["SKIPPED"]
 
 
-def test_missing_optional_dataset_and_stale_label_file(tmp_path, capsys):
+def test_missing_optional_dataset_and_stale_label_file(tmp_path, capsys, make_ctx):
     build_workdir(tmp_path, files={"clusterTSKM.h5", "hotspot.h5"})
     with h5py.File(tmp_path / "clusterTSKM.h5", "a") as f:      # numCluster given: no scan
         del f["silhouetteK"]
     write_h5(tmp_path / "hotspot.h5", {"pixelLabel": np.ones(5, np.int32), "hotspot": np.ones(5)})
-    written = plot.run(_ctx(tmp_path))
+    written = plot.run(make_ctx(tmp_path))
     out = capsys.readouterr().out
     assert "skip silhouette.png: clusterTSKM.h5 has no dataset silhouetteK" in out
     assert "pixelLabel has 5 values" in out and "re-run the step" in out
     assert "label_tskm.png" in written and "label_hotspot.png" not in written
 
 
-def test_no_hotspot_still_draws_readable_figures(tmp_path):
+def test_no_hotspot_still_draws_readable_figures(tmp_path, make_ctx):
     build_workdir(tmp_path, files={"hotspot.h5"})
     stack = tmp_path / "hotspotStack.h5"
     n = h5py.File(stack, "r")["velocity"].shape[0]
     write_label_file(tmp_path / "hotspot.h5", np.zeros(n, np.int32), stack, name="hotspot")
-    written = plot.run(_ctx(tmp_path))
+    written = plot.run(make_ctx(tmp_path))
     for name in ("hotspot_summary.png", "timeseries_hotspot.png", "label_hotspot.png"):
         assert name in written
         _check_png(tmp_path / "pic" / name)
@@ -229,7 +225,7 @@ def test_hotspot_series_in_mm_strongest_first(tmp_path, full_dispersion):
     assert vel == pytest.approx(-30, abs=1) and np.all(p10 <= mean) and np.all(mean <= p90)
 
 
-def test_projected_grid_is_drawn_from_pixel_lonlat(tmp_path):
+def test_projected_grid_is_drawn_from_pixel_lonlat(tmp_path, make_ctx):
     s = _scene(True)
     attrs = dict(s["attrs"], X_FIRST=400000.0, Y_FIRST=3770000.0, X_STEP=100.0, Y_STEP=-100.0,
                  X_UNIT="meters", Y_UNIT="meters", EPSG=32611)
@@ -237,17 +233,17 @@ def test_projected_grid_is_drawn_from_pixel_lonlat(tmp_path):
                         attrs=attrs, velocity=s["velocity"], row=s["row"], col=s["col"])
     geom = read_geometry(stack)
     assert geom.mode == "scatter" and geom.index.size == s["lon"].size
-    assert "velocity_hotspots.png" in plot.run(_ctx(tmp_path))
+    assert "velocity_hotspots.png" in plot.run(make_ctx(tmp_path))
 
 
-def test_stack_without_lonlat_skips_maps_only(tmp_path, capsys):
+def test_stack_without_lonlat_skips_maps_only(tmp_path, capsys, make_ctx):
     s = _scene(False)
     nan = np.full(s["lon"].size, np.nan)
     write_stack(tmp_path / "hotspotStack.h5", s["disp"], DATES, nan, nan,
                 attrs={"GRID": "no"}, velocity=s["velocity"])
     build_workdir(tmp_path / "other", files={"covariogram.h5"})
     (tmp_path / "other" / "covariogram.h5").rename(tmp_path / "covariogram.h5")
-    assert plot.run(_ctx(tmp_path)) == ["covariogram.png"]
+    assert plot.run(make_ctx(tmp_path)) == ["covariogram.png"]
     assert "no pixel has a longitude/latitude" in capsys.readouterr().out
 
 
@@ -272,19 +268,19 @@ def test_confusion_scores_from_counts_or_normalised_matrix():
     assert np.isnan(confusion_scores(norm)[1])                  # normalised, no counts
 
 
-def test_corrupt_training_file_skips_its_figures(tmp_path, capsys):
+def test_corrupt_training_file_skips_its_figures(tmp_path, capsys, make_ctx):
     build_workdir(tmp_path, files={"covariogram.h5"})
     (tmp_path / "trainLSTM.h5").write_bytes(b"not hdf5")
-    assert sorted(plot.run(_ctx(tmp_path))) == ["covariogram.png", "velocity_hotspots.png"]
+    assert sorted(plot.run(make_ctx(tmp_path))) == ["covariogram.png", "velocity_hotspots.png"]
     assert "trainLSTM.h5: cannot be opened as HDF5" in capsys.readouterr().out
 
 
-def test_exports_written_only_when_enabled(tmp_path, capsys):
+def test_exports_written_only_when_enabled(tmp_path, capsys, make_ctx):
     build_workdir(tmp_path, files={"hotspot.h5"})
-    plot.run(_ctx(tmp_path, **{"hotspot.plot.export": "no"}))
+    plot.run(make_ctx(tmp_path, **{"hotspot.plot.export": "no"}))
     assert not (tmp_path / "hotspot.geojson").exists()
     assert read_attrs(tmp_path / "pic" / "plot.h5")["EXPORT"] == "none"
-    ctx = _ctx(tmp_path, **{"hotspot.plot.export": "yes"})
+    ctx = make_ctx(tmp_path, **{"hotspot.plot.export": "yes"})
     plot.run(ctx)
     names = ["hotspot.geojson", "hotspot.kmz", "hotspot.csv", "hotspot.tif"]
     assert read_attrs(tmp_path / "pic" / "plot.h5")["EXPORT"] == ", ".join(names)
@@ -295,10 +291,10 @@ def test_exports_written_only_when_enabled(tmp_path, capsys):
     assert not is_up_to_date("plot", plot, ctx)
 
 
-def test_bad_dpi_names_the_key(tmp_path):
+def test_bad_dpi_names_the_key(tmp_path, make_ctx):
     build_workdir(tmp_path, files=set())
     with pytest.raises(HotspotError, match="hotspot.plot.dpi"):
-        plot.run(_ctx(tmp_path, **{"hotspot.plot.dpi": "abc"}))
+        plot.run(make_ctx(tmp_path, **{"hotspot.plot.dpi": "abc"}))
 
 
 @pytest.mark.parametrize("options", [[], ["-c", "tab20", "-v", "-0.5", "19.5", "--cm-lut", "20"]],

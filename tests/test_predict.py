@@ -10,9 +10,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from test_lstm import make_tiny_scene, tiny_config, tiny_dates, trained_workdir  # noqa: E402
 
-from hotspot import lstm_models as lm  # noqa: E402
-from hotspot import predict  # noqa: E402
 from hotspot.hotspotApp import StepContext  # noqa: E402
+from hotspot.steps import lstm_bundle as lb  # noqa: E402
+from hotspot.steps import lstm_models as lm  # noqa: E402
+from hotspot.steps import lstm_spatial as lsp  # noqa: E402
+from hotspot.steps import predict  # noqa: E402
 from hotspot.utils.errors import HotspotError  # noqa: E402
 from hotspot.utils.h5io import read_attrs  # noqa: E402
 from hotspot.utils.labels import read_pixel_label  # noqa: E402
@@ -24,7 +26,7 @@ def trained(tmp_path_factory):
 
 
 def bundles_of(ctx):
-    return {n: lm.load_bundle(ctx.path(f"model/{n}.keras")) for n in lm.MODEL_NAMES}
+    return {n: lb.load_bundle(ctx.path(f"model/{n}.keras")) for n in lm.MODEL_NAMES}
 
 
 def test_block_split_prediction_equals_one_piece(trained):
@@ -113,7 +115,7 @@ def test_missing_model_is_a_clear_error(tmp_path):
 
 def test_agreement_counts_clusters_beyond_max_class_as_no_cluster():
     from types import SimpleNamespace
-    from hotspot.predict import held_out_agreement
+    from hotspot.steps.predict import held_out_agreement
     bundle = SimpleNamespace(class_id=[0, 1, 2], train_stack={}, train_index=[])
     info = SimpleNamespace(num_pixel=6, dates=["20200101"])
     dbscan = np.array([1, 2, 3, 3, 0, -1])       # cluster 3 was not a class of the model
@@ -128,7 +130,7 @@ def test_scene_weighted_agreement_does_not_depend_on_the_held_out_mix():
     """Pixels 2, 3 (no cluster) were training pixels: the held-out pixels are one of each
     class; weighting their recall by the scene's shares (0.6 / 0.2 / 0.2) gives 0.8."""
     from types import SimpleNamespace
-    from hotspot.predict import held_out_agreement
+    from hotspot.steps.predict import held_out_agreement
     info = SimpleNamespace(num_pixel=6, dates=["20200101"])
     bundle = SimpleNamespace(class_id=[0, 1, 2], train_index=[2, 3],
                              train_stack={"num_pixel": 6, "dates": ["20200101"]})
@@ -142,8 +144,8 @@ def test_scene_weighted_agreement_does_not_depend_on_the_held_out_mix():
 def test_prior_correction_reweights_to_the_scene_frequencies():
     """A balanced sample (1/3 each) from a scene that is 80 % no cluster: an output of
     (0.3, 0.4, 0.3) is cluster 1 uncorrected and no cluster once corrected."""
-    bundle = lm.ModelBundle(name="lstm", variant="fast", class_id=[0, 5, 7], prep=None,
-                            twins=lm.TwinResolver(group=[-1, -1, -1]),
+    bundle = lb.ModelBundle(name="lstm", variant="fast", class_id=[0, 5, 7], prep=None,
+                            twins=lsp.TwinResolver(group=[-1, -1, -1]),
                             train_prior=[1 / 3, 1 / 3, 1 / 3], scene_prior=[0.8, 0.1, 0.1])
     probs = np.array([[0.3, 0.4, 0.3], [0.05, 0.9, 0.05]], dtype=np.float32)
     # a fresh array per call, as the real predict_proba (classify reweights it in place)
@@ -163,7 +165,7 @@ def test_prior_correction_reweights_to_the_scene_frequencies():
 
 
 def test_sidecar_keeps_sample_and_scene_class_frequencies(trained):
-    from hotspot.train_lstm import class_frequency
+    from hotspot.steps.train_lstm import class_frequency
     dbscan = read_pixel_label(trained.path("clusterDBSCAN.h5"))
     for name, bundle in bundles_of(trained).items():
         assert len(bundle.train_prior) == len(bundle.class_id)

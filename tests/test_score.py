@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from hotspot.cli import score as cli
-from hotspot.score import format_score, score_files, score_labels
-from hotspot.simulate import read_truth, simulate_scene
+from hotspot.simulation import format_score, score_files, score_labels
+from hotspot.simulation import read_truth, simulate_scene
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.h5io import write_h5
 from hotspot.utils.labels import write_label_file

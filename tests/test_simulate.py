@@ -8,9 +8,12 @@ import pytest
 import scipy.io
 
 from hotspot.cli import simulate as cli
-from hotspot.simulate import (BEHAVIOURS, CATALOGUE, PRESETS, TRUTH_LEVEL, WAVELENGTH,
-                              FieldGenerator, MatWriter, Scene, behaviour_series, make_dates,
-                              read_truth, simulate_scene)
+from hotspot.simulation.fields import FieldGenerator
+from hotspot.simulation.matfile import MatWriter
+from hotspot.simulation.presets import CATALOGUE, PRESETS, TRUTH_LEVEL, WAVELENGTH
+from hotspot.simulation.scene import (BEHAVIOURS, Scene, behaviour_series, make_dates,
+                                      simulate_scene)
+from hotspot.simulation.truth import read_truth
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.geo import haversine_km
 

@@ -1,10 +1,10 @@
-"""Spatial Monte Carlo null of a cluster's contrast (hotspot.spatial_null)."""
+"""Spatial Monte Carlo null of a cluster's contrast (hotspot.steps.spatial_null)."""
 import numpy as np
 import pytest
 from scipy import ndimage, stats
 from statsmodels.stats.multitest import multipletests
 
-from hotspot import spatial_null as sn
+from hotspot.steps import spatial_null as sn
 
 SIZE = 90
 SPACING = 0.1          # km
@@ -143,7 +143,7 @@ def test_velocity_columns_recover_cluster_ring_and_difference():
 
 
 def test_same_feature_merges_pieces_of_one_bowl_not_noise_or_other_signals():
-    from hotspot.same_feature import same_feature
+    from hotspot.steps.same_feature import same_feature
     rng = np.random.default_rng(0)
     cov = np.eye(6)
     trend = np.array([8.0, 3.0, 1.0, 0.5, 0.2, 0.1])

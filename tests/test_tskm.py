@@ -8,11 +8,11 @@ from sklearn.metrics import adjusted_rand_score
 from tslearn.clustering import TimeSeriesKMeans
 from tslearn.preprocessing import TimeSeriesScalerMeanVariance
 
-from hotspot import tskm
-from hotspot.hotspotApp import StepContext
+from hotspot.steps import tskm, tskm_estimator, tskm_filter
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.labels import read_pixel_label
-from hotspot.utils.stack import decimal_years, read_info, read_rows, write_stack
+from hotspot.utils.stack import (SMOOTH_DAYS, decimal_years, read_info, read_rows, smooth_window,
+                                 write_stack)
 from hotspot.utils.template import config_from_dict
 
 NY, NX, T = 30, 40, 48
@@ -42,11 +42,8 @@ def make_stack(path, seed=0, nan_pixels=5):
     return zone, np.isfinite(disp).all(axis=1)
 
 
-def context(workdir, **overrides):
-    values = {"hotspot.tskm.numSample": 300, "hotspot.tskm.numClusterRange": "2-5",
+CTX_DEFAULTS = {"hotspot.tskm.numSample": 300, "hotspot.tskm.numClusterRange": "2-5",
               "hotspot.tskm.maxIter": 10}
-    values.update(overrides)
-    return StepContext(workdir=workdir, config=config_from_dict(values))
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +76,9 @@ def test_default_settings():
     assert tskm.read_compute(config_from_dict()) == ("none", "4", None)
 
 
-def test_missing_stack(tmp_path):
+def test_missing_stack(tmp_path, make_ctx):
     with pytest.raises(HotspotError, match="hotspotStack.h5"):
-        tskm.run(context(tmp_path))
+        tskm.run(make_ctx(tmp_path))
 
 
 # ---------------------------------------------------------------- estimator
@@ -89,9 +86,9 @@ def test_normalize_matches_tslearn_scaler():
     X = np.random.default_rng(0).normal(3, 2, (20, 30))
     X[0] = 5.0
     want = TimeSeriesScalerMeanVariance().fit_transform(X[..., None])[..., 0]
-    np.testing.assert_allclose(tskm.normalize_series(X, "zscore"), want, atol=1e-12)
-    np.testing.assert_allclose(tskm.normalize_series(X, "mean").mean(axis=1), 0, atol=1e-12)
-    np.testing.assert_array_equal(tskm.normalize_series(X, "none"), X)
+    np.testing.assert_allclose(tskm_estimator.normalize_series(X, "zscore"), want, atol=1e-12)
+    np.testing.assert_allclose(tskm_estimator.normalize_series(X, "mean").mean(axis=1), 0, atol=1e-12)
+    np.testing.assert_array_equal(tskm_estimator.normalize_series(X, "none"), X)
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "dtw", "softdtw"])
@@ -107,14 +104,14 @@ def test_kernel_kmeans_fits_like_tslearn(metric):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref.fit(X)
-    got = tskm.make_kmeans(4, metric, 0.01, None, 5, 0, max_iter_barycenter=10, exact=True).fit(X)
+    got = tskm_estimator.make_kmeans(4, metric, 0.01, None, 5, 0, max_iter_barycenter=10, exact=True).fit(X)
     assert adjusted_rand_score(ref.labels_, got.labels_) == 1.0
     if metric != "softdtw":
         np.testing.assert_allclose(got.cluster_centers_, ref.cluster_centers_, atol=0.5)
         return
     # gamma = 0.01 makes the barycenter problem nearly non-smooth: L-BFGS paths differ, the
     # objective (sum of soft-DTW to the members) must not be worse
-    from hotspot.kernels import softdtw_value_and_grad
+    from hotspot.steps.kernels import softdtw_value_and_grad
     assert np.abs(got.cluster_centers_ - ref.cluster_centers_).mean() < 0.25
     for k in range(4):
         members = X[got.labels_ == k, :, 0]
@@ -157,9 +154,9 @@ def test_silhouette_matrix_is_tslearns():
     lab = rng.integers(0, 3, 60)
     X = C[lab] + rng.normal(0, 2, (60, 30))
     for metric, params in (("softdtw", {"gamma": 0.01}), ("dtw", {}), ("euclidean", {})):
-        D = tskm.silhouette_matrix(X, metric, 0.01, None)
+        D = tskm_estimator.silhouette_matrix(X, metric, 0.01, None)
         want = silhouette_score(X[..., None], lab, metric=metric, metric_params=params or None)
-        assert tskm.silhouette(D, lab) == pytest.approx(want, rel=1e-4)
+        assert tskm_estimator.silhouette(D, lab) == pytest.approx(want, rel=1e-4)
 
 
 # ---------------------------------------------------------------- the step
@@ -186,10 +183,10 @@ def make_hotspot_stack(path, seed=0, size=40, nan_pixels=5):
     return zone, np.isfinite(disp).all(axis=1)
 
 
-def test_run_writes_label_file(tmp_path):
+def test_run_writes_label_file(tmp_path, make_ctx):
     zone, valid = make_hotspot_stack(tmp_path / "hotspotStack.h5")
     workdir = tmp_path
-    ctx = context(workdir)
+    ctx = make_ctx(workdir)
     assert tskm.inputs(ctx) == [workdir / "hotspotStack.h5"]
     assert tskm.outputs(ctx) == [workdir / "clusterTSKM.h5", workdir / "hotspotFiltered.h5"]
     tskm.run(ctx)
@@ -237,7 +234,7 @@ def test_bandpass_removes_ramp_and_noise_keeps_patch():
     ramp = rng.normal(0, 20, t)[None] * (col[:, None] / size - 0.5)   # mm, white in time
     signal = -10 * patch[:, None] * years[None]
     noise = rng.normal(0, 3, (row.size, t))
-    out = tskm.bandpass(ramp + signal + noise, row, col, (size, size), 0.1, window=5)
+    out = tskm_filter.bandpass(ramp + signal + noise, row, col, (size, size), 0.1, window=5)
     inside, outside = out[patch > 0], out[patch == 0]
     assert np.sqrt(np.mean(outside ** 2)) < 0.2 * np.sqrt(np.mean(inside ** 2))
     # the patch keeps its shape: strongly correlated with the true history
@@ -245,23 +242,23 @@ def test_bandpass_removes_ramp_and_noise_keeps_patch():
     # NaN rows stay NaN and do not spread
     data = ramp + signal + noise
     data[5, 3] = np.nan
-    out2 = tskm.bandpass(data, row, col, (size, size), 0.1, window=5)
+    out2 = tskm_filter.bandpass(data, row, col, (size, size), 0.1, window=5)
     assert np.isnan(out2[5]).all() and np.isfinite(np.delete(out2, 5, axis=0)).all()
 
 
 def test_smooth_window_and_point_grid(tmp_path):
-    assert tskm.smooth_window(["20200101", "20200201"]) == 1      # too short to smooth
+    assert smooth_window(["20200101", "20200201"]) == 1      # too short to smooth
     days = [f"2020{m:02d}{d:02d}" for m in range(1, 13) for d in (1, 13, 25)]
-    w = tskm.smooth_window(days)
+    w = smooth_window(days)
     step = np.median(np.diff(decimal_years(days))) * 365.25
-    assert w % 2 == 1 and abs(w * step - tskm.SMOOTH_DAYS) <= 2 * step
+    assert w % 2 == 1 and abs(w * step - SMOOTH_DAYS) <= 2 * step
     # points (no raster) are snapped to cells of their spacing: one point per cell here
     rng = np.random.default_rng(0)
     r, c = (a.ravel() for a in np.mgrid[:20, :25])
     lat, lon = 34 - r * 0.001, -118 + c * 0.001
     write_stack(tmp_path / "p.h5", rng.normal(size=(r.size, 6)) * 1e-3,
                 [f"2020010{d}" for d in range(1, 7)], lat, lon)
-    row, col, shape, cell = tskm.pixel_grid(tmp_path / "p.h5", read_info(tmp_path / "p.h5"))
+    row, col, shape, cell = tskm_filter.pixel_grid(tmp_path / "p.h5", read_info(tmp_path / "p.h5"))
     assert cell == pytest.approx(0.0925, rel=0.05)
     assert np.unique(row * shape[1] + col).size == r.size
     # scatterers crowded 10 to a building (~3 m apart) over 5 km: the grid follows their
@@ -272,7 +269,7 @@ def test_smooth_window_and_point_grid(tmp_path):
     lon = np.repeat(centre_lon, 10) + rng.normal(0, 3e-5, 500)
     write_stack(tmp_path / "ps.h5", rng.normal(size=(500, 6)) * 1e-3,
                 [f"2020010{d}" for d in range(1, 7)], lat, lon)
-    row, col, shape, cell = tskm.pixel_grid(tmp_path / "ps.h5", read_info(tmp_path / "ps.h5"))
+    row, col, shape, cell = tskm_filter.pixel_grid(tmp_path / "ps.h5", read_info(tmp_path / "ps.h5"))
     assert cell > 0.05 and shape[0] * shape[1] <= 5 * 500
 
 
@@ -307,7 +304,7 @@ def test_stratified_sample_from_scene_rms(stack_dir):
 
 def test_auto_k_takes_largest_k_near_best_silhouette(stack_dir):
     workdir, zone, valid = stack_dir
-    _, rows = tskm.draw_sample(workdir / "hotspotStack.h5", 300, seed=0)
+    _, rows = tskm_filter.draw_sample(workdir / "hotspotStack.h5", 300, seed=0)
     est = tskm.TSKMeans(metric="euclidean", k_range=(2, 6), silhouette_ratio=1.0,
                         log=lambda m: None).fit(rows * 1000)
     scores = est.silhouette_score_
@@ -317,9 +314,9 @@ def test_auto_k_takes_largest_k_near_best_silhouette(stack_dir):
     assert wide.n_clusters_ == 6
 
 
-def test_run_fixed_k_euclidean_zscore(stack_dir):
+def test_run_fixed_k_euclidean_zscore(stack_dir, make_ctx):
     workdir, zone, valid = stack_dir
-    ctx = context(workdir, **{"hotspot.tskm.metric": "euclidean", "hotspot.tskm.numCluster": 3,
+    ctx = make_ctx(workdir, **{"hotspot.tskm.metric": "euclidean", "hotspot.tskm.numCluster": 3,
                               "hotspot.tskm.normalize": "zscore", "hotspot.randomSeed": 7})
     tskm.run(ctx)
     with h5py.File(workdir / "clusterTSKM.h5", "r") as f:
@@ -331,7 +328,7 @@ def test_run_fixed_k_euclidean_zscore(stack_dir):
 def test_assign_stack_blocks_equal_one_block(stack_dir):
     workdir, _, _ = stack_dir
     stack = workdir / "hotspotStack.h5"
-    idx, rows = tskm.draw_sample(stack, 200, seed=0)
+    idx, rows = tskm_filter.draw_sample(stack, 200, seed=0)
     est = tskm.TSKMeans(metric="dtw", n_clusters=4, max_iter=5, log=lambda m: None)
     est.fit(rows.astype(np.float64) * 1000)
     whole = tskm.assign_stack(stack, est.params(), max_memory=4)
@@ -345,7 +342,7 @@ def test_dask_local_cluster_same_labels(stack_dir):
     pytest.importorskip("distributed")
     workdir, _, _ = stack_dir
     stack = workdir / "hotspotStack.h5"
-    idx, rows = tskm.draw_sample(stack, 200, seed=0)
+    idx, rows = tskm_filter.draw_sample(stack, 200, seed=0)
     est = tskm.TSKMeans(metric="softdtw", n_clusters=4, max_iter=5, log=lambda m: None)
     est.fit(rows.astype(np.float64) * 1000)
     serial = tskm.assign_stack(stack, est.params(), max_memory=4)
@@ -353,3 +350,24 @@ def test_dask_local_cluster_same_labels(stack_dir):
                                  num_worker="2")
     np.testing.assert_array_equal(parallel[0], serial[0])
     np.testing.assert_array_equal(parallel[1], serial[1])
+
+
+def test_tskmeans_is_a_scikit_learn_estimator():
+    from sklearn.base import clone
+
+    est = tskm.TSKMeans(metric="euclidean", n_clusters=3, random_state=4, log=lambda m: None)
+    params = est.get_params()
+    assert params["random_state"] == 4 and params["n_clusters"] == 3 and "seed" not in params
+    est.set_params(random_state=5, max_iter=7)
+    assert (est.random_state, est.max_iter) == (5, 7)
+    assert clone(est).get_params()["random_state"] == 5
+    # the constructor stores, fit validates
+    bad = tskm.TSKMeans(metric="nope")
+    with pytest.raises(ValueError, match="metric"):
+        bad.fit(np.zeros((10, 5)))
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(m, 0.1, (20, 12)) for m in (0.0, 5.0, 10.0)])
+    labels = est.fit_predict(X)
+    assert np.array_equal(labels, est.sample_labels_) and sorted(set(labels)) == [1, 2, 3]
+    again = clone(est).fit(X)
+    assert np.array_equal(again.labels_, labels)       # same random_state -> same labels

@@ -1,7 +1,7 @@
-"""Unwrapping-error signature (hotspot.unwrap_check) on hand-made clusters."""
+"""Unwrapping-error signature (hotspot.steps.unwrap_check) on hand-made clusters."""
 import numpy as np
 
-from hotspot import unwrap_check as uc
+from hotspot.steps import unwrap_check as uc
 
 HALF = 0.05546576 / 2      # Sentinel-1 half wavelength, m
 T = 120

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hotspot.cli import hotspotApp as cli
-from hotspot.simulate import simulate_scene
+from hotspot.simulation import simulate_scene
 
 DATA = Path(__file__).parent / "data"
 # Small but real settings: every step runs its full code path, in seconds.

@@ -24,9 +24,10 @@ def create_parser():
 
 
 def _run(inps):
+    from hotspot import products
     from hotspot.cli import hotspotApp
-    from hotspot.score import format_score, score_files
-    from hotspot.simulate import simulate_scene
+    from hotspot.simulation import format_score, score_files
+    from hotspot.simulation import simulate_scene
 
     workdir = Path(inps.dir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -35,7 +36,7 @@ def _run(inps):
     template = workdir / "demo.cfg"
     template.write_text(DEMO_TEMPLATE.format(seed=inps.seed))
     hotspotApp.main([str(template)])
-    score = score_files(workdir / "hotspot.h5", workdir / "hotspotTruth.h5")
+    score = score_files(workdir / products.HOTSPOT, workdir / products.TRUTH)
     print(format_score(score))
     (workdir / "score.json").write_text(json.dumps(score, indent=2, default=str))
     print(f"\nfigures: {workdir / 'pic'}\nsummary figure: {workdir / 'pic' / 'hotspot_summary.png'}")

@@ -33,7 +33,7 @@ def create_parser():
 
 
 def _run(inps):
-    from hotspot.score import format_score, score_files
+    from hotspot.simulation import format_score, score_files
     from hotspot.utils.errors import HotspotError
     from hotspot.utils.h5io import atomic_path
     if not 0 < inps.iou_threshold <= 1:

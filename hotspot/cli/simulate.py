@@ -34,7 +34,7 @@ def create_parser():
 
 
 def _run(inps):
-    from hotspot.simulate import simulate_scene, truth_summary
+    from hotspot.simulation import simulate_scene, truth_summary
     paths = simulate_scene(inps.outdir, preset=inps.preset, difficulty=inps.difficulty,
                            seed=inps.seed, num_date=inps.num_date, wabinsar=inps.wabinsar,
                            mat_format=inps.mat_format)

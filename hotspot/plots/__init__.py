@@ -1,1 +1,1 @@
-"""Figure families of the plot step (one module each); hotspot.plot runs them."""
+"""Figure families of the plot step (one module each); hotspot.steps.plot runs them."""

@@ -13,7 +13,7 @@ from matplotlib.colors import BoundaryNorm, ListedColormap, to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from hotspot.export import grid_georef
+from hotspot.steps.export import grid_georef
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.h5io import atomic_path, open_h5
 from hotspot.utils.labels import NO_DATA

@@ -4,19 +4,20 @@ from pathlib import Path
 
 import numpy as np
 
+from hotspot import products
 from hotspot.plots.common import M_TO_MM, read_geometry
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.labels import read_pixel_label
 from hotspot.utils.stack import STACK_FILE, read_info, read_pixels
 
-COVARIOGRAM_FILE = "covariogram.h5"
-TSKM_FILE = "clusterTSKM.h5"
-DBSCAN_FILE = "clusterDBSCAN.h5"
-TRAIN_FILE = "trainLSTM.h5"
-LSTM_FILE = "clusterLSTM.h5"
-LSTMP_FILE = "clusterLSTMP.h5"
-DISPERSION_FILE = "dispersion.h5"
-HOTSPOT_FILE = "hotspot.h5"
+COVARIOGRAM_FILE = products.COVARIOGRAM
+TSKM_FILE = products.TSKM
+DBSCAN_FILE = products.DBSCAN
+TRAIN_FILE = products.TRAIN
+LSTM_FILE = products.LSTM
+LSTMP_FILE = products.LSTMP
+DISPERSION_FILE = products.DISPERSION
+HOTSPOT_FILE = products.HOTSPOT
 INPUT_FILES = (STACK_FILE, COVARIOGRAM_FILE, TSKM_FILE, DBSCAN_FILE, TRAIN_FILE, LSTM_FILE,
                LSTMP_FILE, DISPERSION_FILE, HOTSPOT_FILE)
 
@@ -60,9 +61,9 @@ class PlotData:
 
     @property
     def hotspot_polygons(self):
-        """{hotspot id: lon/lat polygon} as hotspot.export draws them for the GIS files."""
+        """{hotspot id: lon/lat polygon} as hotspot.steps.export draws them for the GIS files."""
         if "polygons" not in self._cache:
-            from hotspot.export import grid_georef, hotspot_polygons
+            from hotspot.steps.export import grid_georef, hotspot_polygons
             geom = self.geometry
             self._cache["polygons"] = hotspot_polygons(
                 self.pixel_label(HOTSPOT_FILE), geom.lon, geom.lat, geom.row, geom.col,

@@ -2,6 +2,7 @@
 import numpy as np
 from matplotlib.patches import Patch
 
+from hotspot import products
 from hotspot.plots.common import (M_TO_MM, cluster_color, new_figure, read_datasets,
                                   save_figure)
 from hotspot.utils.h5io import open_h5, read_attrs
@@ -10,7 +11,7 @@ HISTORY_NAMES = ("loss", "val_loss", "accuracy", "val_accuracy")
 
 
 def plot_covariogram(data, out):
-    path = data.path("covariogram.h5")
+    path = data.path(products.COVARIOGRAM)
     d = read_datasets(path, ["distance", "covariance"], optional=["pairCount", "modelCovariance"])
     attrs = read_attrs(path)
     fig = new_figure(7, 5)
@@ -51,7 +52,7 @@ def plot_covariogram(data, out):
 
 
 def plot_silhouette(data, out):
-    path = data.path("clusterTSKM.h5")
+    path = data.path(products.TSKM)
     d = read_datasets(path, ["silhouetteK", "silhouetteScore"])
     chosen = read_attrs(path).get("NUM_CLUSTER")
     k = np.asarray(d["silhouetteK"], dtype=int)
@@ -135,7 +136,7 @@ def confusion_scores(matrix, count=None, attrs=None):
 
 
 def plot_confusion(data, model, out):
-    entry = read_training(data.path("trainLSTM.h5"))[model]
+    entry = read_training(data.path(products.TRAIN))[model]
     known = ["random", "block"]
     splits = sorted(entry["confusion"], key=lambda k: (known.index(k) if k in known else 2, k))
     fig = new_figure(5.2 * len(splits) + 0.8, 5)
@@ -171,7 +172,7 @@ def plot_confusion(data, model, out):
 
 
 def plot_training(data, model, out):
-    hist = read_training(data.path("trainLSTM.h5"))[model]["history"]
+    hist = read_training(data.path(products.TRAIN))[model]["history"]
     fig = new_figure(10, 4.2)
     ax_loss, ax_acc = fig.subplots(1, 2)
     # one colour per split (random / block), solid = training, dashed = validation
@@ -200,7 +201,7 @@ def plot_training(data, model, out):
 
 
 def plot_standard_distance(data, out):
-    path = data.path("dispersion.h5")
+    path = data.path(products.DISPERSION)
     d = read_datasets(path, ["clusterId", "standardDistance"],
                       optional=["isHotspot", "isSignificant", "hotspotId", "numPixel"])
     limit = read_attrs(path).get("MAX_STANDARD_DISTANCE_KM")

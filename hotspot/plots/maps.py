@@ -4,6 +4,7 @@ import math
 import numpy as np
 from matplotlib.lines import Line2D
 
+from hotspot import products
 from hotspot.plots.common import (KM_PER_DEG, cluster_color, draw_values, format_map_axes,
                                   label_colormap, label_counts, label_legend, new_figure,
                                   read_datasets, save_figure)
@@ -44,7 +45,7 @@ def hotspot_centres(geom, hot_label, ids):
 def draw_hotspot_outlines(ax, data, annotate=True, linewidth=1.4):
     """Outline every hotspot in its colour, with a black halo that shows on any background.
 
-    The outlines are hotspot.export's polygons (pixel footprints for grids, buffered
+    The outlines are hotspot.steps.export's polygons (pixel footprints for grids, buffered
     concave hulls for points), so the figure matches hotspot.geojson / .kmz; only the
     exteriors are drawn: holes left by masked pixels would clutter the map.
     """
@@ -58,7 +59,7 @@ def draw_hotspot_outlines(ax, data, annotate=True, linewidth=1.4):
             for color, lw in (("black", linewidth + 1.2), (cluster_color(i), linewidth)):
                 ax.plot(xy[:, 0], xy[:, 1], color=color, lw=lw)
     if annotate:
-        labels = data.pixel_label("hotspot.h5")
+        labels = data.pixel_label(products.HOTSPOT)
         for i, (x, y) in hotspot_centres(data.geometry, labels, list(polygons)).items():
             ax.annotate(f"H{i}", (x, y), xytext=(4, 4), textcoords="offset points",
                         fontsize="small", fontweight="bold", color="black",
@@ -72,7 +73,7 @@ def plot_velocity_hotspots(data, out):
     ax = fig.add_subplot()
     draw_velocity(fig, ax, data)
     title = "LOS velocity (no hotspot.h5 yet)"
-    if data.path("hotspot.h5").is_file():
+    if data.path(products.HOTSPOT).is_file():
         n = len(draw_hotspot_outlines(ax, data))
         title = f"LOS velocity with {n} hotspot outline{'s' if n != 1 else ''}"
     format_map_axes(ax, data.geometry, title)
@@ -80,11 +81,11 @@ def plot_velocity_hotspots(data, out):
 
 
 LABEL_TITLES = {   # file: (what made the labels, what they are)
-    "clusterTSKM.h5": ("Time-series k-means", "temporal cluster"),
-    "clusterDBSCAN.h5": ("DBSCAN", "spatio-temporal cluster"),
-    "clusterLSTM.h5": ("LSTM prediction", "cluster"),
-    "clusterLSTMP.h5": ("LSTM + perceptron prediction", "cluster"),
-    "hotspot.h5": ("Deformation hotspots", "hotspot"),
+    products.TSKM: ("Time-series k-means", "temporal cluster"),
+    products.DBSCAN: ("DBSCAN", "spatio-temporal cluster"),
+    products.LSTM: ("LSTM prediction", "cluster"),
+    products.LSTMP: ("LSTM + perceptron prediction", "cluster"),
+    products.HOTSPOT: ("Deformation hotspots", "hotspot"),
 }
 
 
@@ -99,7 +100,7 @@ def plot_label_map(data, label_file, out):
     values = np.where(labels == NO_DATA, np.nan, labels).astype(np.float32)
     draw_values(ax, data.geometry, values, cmap, norm=norm, order=labels)
     n = len([i for i in ids if i > 0])
-    hot = label_file == "hotspot.h5"
+    hot = label_file == products.HOTSPOT
     source, noun = LABEL_TITLES.get(label_file, (label_file, "cluster"))
     format_map_axes(ax, data.geometry, f"{source}: {n} {noun}{'s' if n != 1 else ''}")
     label_legend(fig, ids, counts, prefix="H" if hot else "cluster ",
@@ -122,10 +123,10 @@ ELLIPSE_DATASETS = ["clusterId", "ellipseCenterLon", "ellipseCenterLat", "ellips
 
 
 def plot_ellipses(data, out):
-    d = read_datasets(data.path("dispersion.h5"), ELLIPSE_DATASETS,
+    d = read_datasets(data.path(products.DISPERSION), ELLIPSE_DATASETS,
                       optional=["isHotspot", "hotspotId", "standardDistance"])
     from hotspot.utils.h5io import read_attrs
-    limit = read_attrs(data.path("dispersion.h5")).get("MAX_STANDARD_DISTANCE_KM")
+    limit = read_attrs(data.path(products.DISPERSION)).get("MAX_STANDARD_DISTANCE_KM")
     fig = new_figure(8, 6)
     ax = fig.add_subplot()
     draw_velocity(fig, ax, data, alpha=0.55)

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from hotspot import products
 from hotspot.plots.common import (M_TO_MM, cluster_color, dates_axis, empty_message,
                                   format_date_axis, label_counts, new_figure, read_strings,
                                   save_figure)
@@ -63,7 +64,7 @@ def plot_centroids(data, out):
     (drawn shifted by their members' temporal mean so they sit on the members),
     'zscore' centroids have no unit (the members' mean is drawn instead).
     """
-    path = data.path("clusterTSKM.h5")
+    path = data.path(products.TSKM)
     attrs = read_attrs(path)
     with open_h5(path) as f:
         unit = str(attrs.get("CENTROID_UNIT", f["centroid"].attrs.get("UNIT", "m")))
@@ -73,7 +74,7 @@ def plot_centroids(data, out):
     unitless = normalize == "zscore" or unit.strip() == "1"
     if not unitless:
         centroid = centroid * {"m": M_TO_MM, "cm": 10.0, "mm": 1.0}.get(unit.strip(), M_TO_MM)
-    labels = data.pixel_label("clusterTSKM.h5")
+    labels = data.pixel_label(products.TSKM)
     counts = label_counts(labels)
     ids = list(range(1, centroid.shape[0] + 1))
     stats = member_stats(data, labels, [i for i in ids if counts.get(i, 0) > 0])
@@ -114,7 +115,7 @@ def hotspot_series(data, max_count=None):
 
     Uses dispersion.h5's per-cluster series when present, else samples the stack.
     """
-    labels = data.pixel_label("hotspot.h5")
+    labels = data.pixel_label(products.HOTSPOT)
     counts = label_counts(labels)
     ids = [i for i in counts if i > 0]
     if not ids:
@@ -138,7 +139,7 @@ def hotspot_series(data, max_count=None):
 
 
 def _dispersion_series(data, ids):
-    path = data.path("dispersion.h5")
+    path = data.path(products.DISPERSION)
     need = ("hotspotId", "meanTimeseries", "p10Timeseries", "p90Timeseries")
     if not path.is_file():
         return None
@@ -159,7 +160,7 @@ def _dispersion_series(data, ids):
 
 def hotspot_background(data):
     """{hotspot id: displacement of its surroundings, mm} from dispersion.h5's ring fit."""
-    path = data.path("dispersion.h5")
+    path = data.path(products.DISPERSION)
     if not path.is_file():
         return {}
     with open_h5(path) as f:

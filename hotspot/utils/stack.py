@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from hotspot import products
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.h5io import _attr_value, atomic_path, open_h5, read_attrs, require_dataset
 
-STACK_FILE = "hotspotStack.h5"
+STACK_FILE = products.STACK
 # temporal moving-average window of the band-pass (tskm) and of the fragment test
 # (dispersion): the atmosphere is white in time
 SMOOTH_DAYS = 100.0

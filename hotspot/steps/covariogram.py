@@ -38,12 +38,13 @@ from pathlib import Path
 
 import numpy as np
 
+from hotspot import products
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.geo import haversine_km, lonlat_to_xy_km
 from hotspot.utils.h5io import open_h5, read_attrs, write_h5
 from hotspot.utils.stack import STACK_FILE, block_size, iter_blocks, read_info, read_pixels
 
-COV_FILE = "covariogram.h5"
+COV_FILE = products.COVARIOGRAM
 MODELS = ("exponential", "gaussian", "spherical")
 # Enough pixels for ~10^7 distinct pairs at every distance; more only costs memory and cache.
 MAX_SAMPLE_PIXEL = 300_000
@@ -207,33 +208,14 @@ def read_sample(stack_file, max_pixel, seed, max_memory, log=print):
 
 
 # ---------------------------------------------------------------- pair sampling / products
-def _pair_kernel():
-    import numba
-
-    @numba.njit(parallel=True, cache=True)
-    def kernel(a, i, j, out):
-        t = a.shape[1]
-        for k in numba.prange(i.size):
-            x = a[i[k]]
-            y = a[j[k]]
-            s = 0.0
-            for e in range(t):
-                s += np.float64(x[e]) * np.float64(y[e])
-            out[k] = s / t
-        return out
-    return kernel
-
-
-_KERNEL = []
-
-
 def pair_covariance(anomaly, i, j):
     """c_ij = mean over epochs of anomaly[i] * anomaly[j], float64, for each pair."""
-    if not _KERNEL:
-        _KERNEL.append(_pair_kernel())
+    # imported here: numba compiles (or loads from cache) only when a covariogram is computed
+    from hotspot.steps.kernels.covariance import pair_covariance_kernel
+
     out = np.empty(len(i), dtype=np.float64)
     if out.size:
-        _KERNEL[0](anomaly, np.asarray(i, np.int64), np.asarray(j, np.int64), out)
+        pair_covariance_kernel(anomaly, np.asarray(i, np.int64), np.asarray(j, np.int64), out)
     return out
 
 

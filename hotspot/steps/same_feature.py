@@ -2,7 +2,7 @@
 
 tskm / DBSCAN cut one bowl into a core and rings, or into fragments of different temporal
 clusters. The pieces move alike in shape (the rim subsides like the centre, less), not in
-amplitude. With the contrast coefficients v_a, v_b of two clusters (hotspot.spatial_null: the
+amplitude. With the contrast coefficients v_a, v_b of two clusters (hotspot.steps.spatial_null: the
 smooth temporal components of mean - ring) and the covariances S_a, S_b of the same statistic
 on their footprints moved across the scene (the noise each one carries, measured on the scene):
 

@@ -3,7 +3,7 @@
 Reads WORKDIR/hotspotStack.h5 and WORKDIR/clusterDBSCAN.h5 (pixelLabel), writes
   model/lstm.keras, model/lstmPerceptron.keras   (+ .json sidecars, see lstm_models)
   trainLSTM.h5                                   scores, confusion matrices, histories
-Architectures and preprocessing: hotspot.lstm_models.
+Architectures and preprocessing: hotspot.steps.lstm_models.
 
 Protocol
 - numSample labelled pixels (DBSCAN label >= 0, noise included as class 0) are drawn;
@@ -47,22 +47,25 @@ from pathlib import Path
 
 import numpy as np
 
-from hotspot import lstm_models as lm
+from hotspot import products
+from hotspot.steps import lstm_bundle as lb
+from hotspot.steps import lstm_models as lm
+from hotspot.steps import lstm_spatial as lsp
+from hotspot.steps.train_lstm_sample import (KEY, block_split, limit_classes, random_split,
+                                             sample_pixels, twin_parents)
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.h5io import _attr_value, atomic_path, read_attrs
 from hotspot.utils.labels import read_pixel_label
 from hotspot.utils.stack import STACK_FILE, read_info, read_pixels, read_rows
 
 STEP = "train_lstm"
-OUTPUT = "trainLSTM.h5"
-LABEL_FILE = "clusterDBSCAN.h5"
-TSKM_FILE = "clusterTSKM.h5"
-FILTER_FILE = "hotspotFiltered.h5"
-COVARIOGRAM_FILE = "covariogram.h5"
-MODEL_DIR = "model"
-BALANCE_RATIO = 10          # largest / smallest class above which the sample is balanced
+OUTPUT = products.TRAIN
+LABEL_FILE = products.DBSCAN
+TSKM_FILE = products.TSKM
+FILTER_FILE = products.FILTERED
+COVARIOGRAM_FILE = products.COVARIOGRAM
+MODEL_DIR = products.MODEL_DIR
 VALIDATION_FRACTION = 0.1
-KEY = "hotspot.train_lstm."
 
 
 @dataclass
@@ -120,124 +123,6 @@ def read_settings(config):
         seed=config.seed)
 
 
-# ----------------------------------------------------------------- sampling and splits
-
-def allocate_balanced(counts, total):
-    """Equal share per class; classes smaller than the share give all, the rest is re-spread."""
-    counts = np.asarray(counts, dtype=np.int64)
-    alloc = np.zeros_like(counts)
-    open_ = np.ones(counts.size, dtype=bool)
-    left = int(total)
-    while left > 0 and open_.any():
-        share = max(1, left // int(open_.sum()))
-        room = counts - alloc
-        add = np.where(open_, np.minimum(room, share), 0)
-        if add.sum() > left:        # share of 1 over more classes than pixels left
-            order = np.nonzero(add)[0][:left]
-            add = np.zeros_like(add)
-            add[order] = 1
-        alloc += add
-        left -= int(add.sum())
-        open_ &= alloc < counts
-    return alloc
-
-
-def sample_pixels(labels, num_sample, rng, balance_ratio=BALANCE_RATIO):
-    """Indices (sorted) of the labelled pixels to use, and whether the draw was balanced."""
-    valid = np.nonzero(labels >= 0)[0]
-    if valid.size <= num_sample:
-        return valid, False
-    ids, inverse, counts = np.unique(labels[valid], return_inverse=True, return_counts=True)
-    if counts.max() <= balance_ratio * counts.min():
-        return np.sort(rng.choice(valid, num_sample, replace=False)), False
-    alloc = allocate_balanced(counts, num_sample)
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.concatenate([[0], np.cumsum(counts)])
-    picks = [rng.choice(valid[order[bounds[k]:bounds[k + 1]]], alloc[k], replace=False)
-             for k in range(ids.size) if alloc[k] > 0]
-    return np.sort(np.concatenate(picks)), True
-
-
-def cluster_signal(series_file, labels, max_memory=4.0):
-    """Mean over each cluster's pixels of the RMS of the mean-removed series (m), indexed
-    by cluster id (0..max id); one pass over series_file in blocks."""
-    from hotspot.utils.stack import block_size, iter_blocks
-    info = read_info(series_file)
-    labels = np.asarray(labels, dtype=np.int64)
-    size = max(int(labels.max()) + 1, 1)
-    total = np.zeros(size)
-    count = np.zeros(size)
-    step = block_size(info.num_date, max_memory, copies=3)
-    for s, e in iter_blocks(info.num_pixel, step):
-        lab = labels[s:e]
-        keep = lab > 0
-        if not keep.any():
-            continue
-        rows = read_pixels(series_file, ["displacement"], s, e)["displacement"][keep]
-        rows = rows.astype(np.float64)
-        rms = np.sqrt(np.nanmean((rows - np.nanmean(rows, axis=1, keepdims=True)) ** 2, axis=1))
-        ok = np.isfinite(rms)
-        total += np.bincount(lab[keep][ok], rms[ok], size)
-        count += np.bincount(lab[keep][ok], minlength=size)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / count, 0.0)
-
-
-def limit_classes(labels, max_class, series_file, max_memory=4.0, log=print):
-    """labels with only the max_class clusters of strongest signal kept (others -> 0)."""
-    ids = np.unique(labels[labels > 0])
-    if ids.size <= max_class:
-        return labels
-    signal = cluster_signal(series_file, labels, max_memory)[ids]
-    keep = ids[np.argsort(-signal, kind="stable")[:max_class]]
-    log(f"{ids.size} clusters > maxClass {max_class}: the {max_class} of strongest signal "
-        f"(mean RMS >= {1000 * np.sort(signal)[-max_class]:.2f} mm in {Path(series_file).name}) "
-        "are classes, the others join the no-cluster class")
-    return np.where(np.isin(labels, keep) | (labels <= 0), labels, 0)
-
-
-def random_split(n, test_size, rng):
-    """Boolean test mask with round(test_size * n) pixels held out at random."""
-    test = np.zeros(n, dtype=bool)
-    test[rng.permutation(n)[:int(round(test_size * n))]] = True
-    return test
-
-
-def block_split(x, y, block_km, test_size, rng, extra_xy=None):
-    """Boolean test mask holding out whole block_km tiles until test_size of the pixels.
-
-    extra_xy: (x, y) of other pixels; then also returns which of them lie in a held-out
-    tile (they must not serve as reference for a blocked test).
-    """
-    x = np.nan_to_num(np.asarray(x, dtype=np.float64))
-    y = np.nan_to_num(np.asarray(y, dtype=np.float64))
-    x0, y0 = x.min(initial=0), y.min(initial=0)
-
-    def tile_of(px, py):
-        ix = np.floor((np.nan_to_num(px) - x0) / block_km).astype(np.int64)
-        iy = np.floor((np.nan_to_num(py) - y0) / block_km).astype(np.int64)
-        return ix * 10_000_019 + iy
-
-    tile = tile_of(x, y)
-    tiles, inverse, counts = np.unique(tile, return_inverse=True, return_counts=True)
-    if tiles.size < 2:
-        raise HotspotError(f"{KEY}blockSize = {block_km:.3g} km puts the whole sample in one tile; "
-                           "expected a smaller tile size (or split = random)")
-    order = rng.permutation(tiles.size)
-    target = test_size * x.size
-    cum = np.cumsum(counts[order])
-    # The tile that crosses the target goes to the test side only if that lands closer to it.
-    k = int(np.searchsorted(cum, target))
-    if k < tiles.size and (k == 0 or abs(cum[k] - target) < abs(cum[k - 1] - target)):
-        k += 1
-    k = min(max(k, 1), tiles.size - 1)
-    held = np.zeros(tiles.size, dtype=bool)
-    held[order[:k]] = True
-    if extra_xy is None:
-        return held[inverse]
-    return held[inverse], np.isin(tile_of(*extra_xy), tiles[held])
-
-
 def auto_block_size(workdir, x, y, log=print):
     """2 x the covariogram's correlation length; fallback: 1/5 of the scene's extent."""
     cov = Path(workdir) / COVARIOGRAM_FILE
@@ -255,25 +140,6 @@ def auto_block_size(workdir, x, y, log=print):
         f"{size:.2f} km (1/5 of the scene's extent, fallback)")
     return size, "fallback: scene extent / 5"
 
-
-def twin_parents(labels, tskm):
-    """Temporal (tskm) cluster of each DBSCAN cluster: the most common tskm label of its pixels."""
-    if tskm is None:
-        return {}
-    sel = (labels > 0) & (tskm >= 0)
-    if not sel.any():
-        return {}
-    pairs, counts = np.unique(np.column_stack([labels[sel], tskm[sel]]), axis=0,
-                              return_counts=True)
-    parent = {}
-    best = {}
-    for (cid, t), c in zip(pairs.tolist(), counts.tolist()):
-        if c > best.get(cid, -1):
-            best[cid], parent[cid] = c, t
-    return parent
-
-
-# ----------------------------------------------------------------- training
 
 @dataclass
 class Sample:
@@ -355,7 +221,7 @@ def fit_model(name, sample, train, settings, dates, class_id, twin_group, rng, l
         if pool.size > room:
             pool = np.sort(rng.choice(pool, room, replace=False))
     pool_cls = class_index(class_id, sample.pool_label[pool]) if pool.size else pool
-    reference = lm.Reference(
+    reference = lsp.Reference(
         x=np.concatenate([sample.static[ref_rows, -2], sample.pool_xy[pool, 0]]),
         y=np.concatenate([sample.static[ref_rows, -1], sample.pool_xy[pool, 1]]),
         cls=np.concatenate([y[ref_rows], pool_cls]),
@@ -363,8 +229,8 @@ def fit_model(name, sample, train, settings, dates, class_id, twin_group, rng, l
                   if temporal and sample.temporal is not None else []))
     ref_pos = np.full(sample.index.size, -1, dtype=np.int64)
     ref_pos[ref_rows] = np.arange(ref_rows.size)
-    twins = lm.TwinResolver(group=list(twin_group) if name == "lstm" else [-1] * len(class_id))
-    bundle = lm.ModelBundle(name=name, variant=settings.variant, class_id=list(class_id),
+    twins = lsp.TwinResolver(group=list(twin_group) if name == "lstm" else [-1] * len(class_id))
+    bundle = lb.ModelBundle(name=name, variant=settings.variant, class_id=list(class_id),
                             prep=prep, twins=twins, reference=reference,
                             temporal=dict(temporal or {}),
                             # same-label votes (temporal input) are what DBSCAN decided by
@@ -487,7 +353,7 @@ def train(stack_file, labels, settings, tskm=None, block_size=None, log=print,
                                              block_size, settings.test_size, split_rng,
                                              extra_xy=(sample.pool_xy[:, 0], sample.pool_xy[:, 1]))
             pool_ok[split] = ~held
-    group = lm.twin_groups(class_id, twin_parents(labels, tskm))
+    group = lsp.twin_groups(class_id, twin_parents(labels, tskm))
     scene_prior = class_frequency(class_id, labels)
     results = {"sample": sample, "masks": masks, "balanced": balanced, "class_id": class_id,
                "twin_group": group, "block_size": block_size, "block_source": source,
@@ -517,8 +383,6 @@ def train(stack_file, labels, settings, tskm=None, block_size=None, log=print,
         results["models"][name] = res
     return results
 
-
-# ----------------------------------------------------------------- outputs
 
 def write_results(path, results, attrs):
     """trainLSTM.h5 (layout in the module docstring), atomically."""
@@ -555,7 +419,7 @@ def write_results(path, results, attrs):
                     total += sc["train_time"]
                 m.attrs["TRAIN_TIME_S"] = total
                 m.attrs["SAVED_SPLIT"] = res["saved_split"]
-                m.attrs["MODEL_FILE"] = f"{MODEL_DIR}/{name}.keras"
+                m.attrs["MODEL_FILE"] = products.model_file(name)
     return Path(path)
 
 
@@ -569,7 +433,7 @@ def inputs(ctx):
 def outputs(ctx):
     out = [ctx.path(OUTPUT)]
     for name in model_names(ctx.config):
-        out += [ctx.path(f"{MODEL_DIR}/{name}.keras"), ctx.path(f"{MODEL_DIR}/{name}.json")]
+        out += [ctx.path(products.model_file(name)), ctx.path(products.sidecar_file(name))]
     return out
 
 
@@ -599,7 +463,7 @@ def read_temporal(tskm_file):
     """The fitted tskm model of clusterTSKM.h5 (centroids in the fit unit, metric, gamma,
     band radius, normalisation), as tskm.assign_rows takes it; JSON-ready."""
     import h5py
-    from hotspot.tskm import UNIT_SCALE
+    from hotspot.steps.tskm import UNIT_SCALE
     attrs = read_attrs(tskm_file)
     with h5py.File(tskm_file, "r") as f:
         centroids = np.asarray(f["centroid"], dtype=np.float64)
@@ -658,8 +522,8 @@ def run(ctx):
                     temporal=temporal)
     results["block_source"] = source
     for name, res in results["models"].items():
-        path = res["bundle"].save(ctx.path(f"{MODEL_DIR}/{name}.keras"))
-        ctx.log(f"model written: {path} (+ {lm.sidecar_path(path).name})")
+        path = res["bundle"].save(ctx.path(products.model_file(name)))
+        ctx.log(f"model written: {path} (+ {lb.sidecar_path(path).name})")
     attrs = dict(ctx.step_attrs(STEP))
     attrs.update({"VARIANT": settings.variant, "TIME_STEP": settings.time_step,
                   "BLOCK_SIZE_KM": results["block_size"] or "none", "BLOCK_SIZE_SOURCE": source,

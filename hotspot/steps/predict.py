@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hotspot import lstm_models as lm
+from hotspot import products
+from hotspot.steps import lstm_bundle as lb
+from hotspot.steps import lstm_models as lm
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.h5io import read_attrs
 from hotspot.utils.labels import label_to_map, read_pixel_label, write_label_file
@@ -32,10 +34,10 @@ from hotspot.utils.stack import STACK_FILE, block_size, iter_blocks, read_info, 
 
 STEP = "predict"
 KEY = "hotspot.predict."
-OUTPUT_NAME = {"lstm": "clusterLSTM.h5", "lstmPerceptron": "clusterLSTMP.h5"}
-LABEL_FILE = "clusterDBSCAN.h5"
-TRAIN_FILE = "trainLSTM.h5"
-MODEL_DIR = "model"
+OUTPUT_NAME = products.PREDICT
+LABEL_FILE = products.DBSCAN
+TRAIN_FILE = products.TRAIN
+MODEL_DIR = products.MODEL_DIR
 MAX_BLOCK = 200_000         # pixels; keeps the progress bar moving on big stacks
 
 
@@ -43,11 +45,11 @@ def model_files(ctx):
     """{model name: .keras path} for this run, from predict.model and predict.modelFile."""
     given = ctx.config.get_path(KEY + "modelFile", ctx.workdir)
     names = _model_names(ctx)
-    if given is not None and given.suffix == ".keras":
+    if given is not None and given.suffix == products.MODEL_SUFFIX:
         if not given.is_file():
             raise HotspotError(f"{KEY}modelFile = {given}: file not found; expected a .keras "
                                "file saved by train_lstm")
-        meta = lm.sidecar_path(given)
+        meta = lb.sidecar_path(given)
         name = _sidecar_name(meta) if meta.is_file() else None
         if name not in OUTPUT_NAME:
             raise HotspotError(f"{KEY}modelFile = {given}: needs the sidecar {meta.name} written "
@@ -57,7 +59,7 @@ def model_files(ctx):
     if given is not None and not given.is_dir():
         raise HotspotError(f"{KEY}modelFile = {given}: not found; expected a .keras file saved "
                            "by train_lstm or a folder holding lstm.keras / lstmPerceptron.keras")
-    return {name: folder / f"{name}.keras" for name in names}
+    return {name: folder / f"{name}{products.MODEL_SUFFIX}" for name in names}
 
 
 def _model_names(ctx):
@@ -70,7 +72,7 @@ def _model_names(ctx):
         trained = [n for n in lm.MODEL_NAMES if n in trained]
         if trained:
             return tuple(trained)
-    from hotspot.train_lstm import model_names
+    from hotspot.steps.train_lstm import model_names
     return tuple(model_names(ctx.config))
 
 
@@ -84,8 +86,8 @@ def _sidecar_name(meta_path):
 def inputs(ctx):
     out = [ctx.path(STACK_FILE)]
     for path in model_files(ctx).values():
-        out += [path, lm.sidecar_path(path)]
-    for name in (LABEL_FILE, "hotspotFiltered.h5"):
+        out += [path, lb.sidecar_path(path)]
+    for name in (LABEL_FILE, products.FILTERED):
         if ctx.path(name).is_file():
             out.append(ctx.path(name))
     return out
@@ -113,7 +115,7 @@ def predict_stack(bundles, stack_file, min_probability=0.5, batch_size=4096, max
     temporal = temporal or {}
     from mintpy.utils import ptime
     info = read_info(stack_file)
-    weights = {name: lm.check_dates(b, info.dates, str(stack_file)) for name, b in bundles.items()}
+    weights = {name: lb.check_dates(b, info.dates, str(stack_file)) for name, b in bundles.items()}
     out = {name: (np.zeros(info.num_pixel, dtype=np.int32),
                   np.zeros(info.num_pixel, dtype=np.float32)) for name in bundles}
     # per pixel: the series and, for lstmPerceptron, the neighbour votes as wide as the
@@ -191,8 +193,8 @@ def held_out_agreement(pred, dbscan, bundle, stack_info):
 def filtered_series(ctx, stack_file, info):
     """WORKDIR/hotspotFiltered.h5 for this stack; made with the tskm step's band-pass when it
     is missing or belongs to other pixels / epochs (a model applied to a new stack)."""
-    from hotspot import tskm
-    from hotspot.train_lstm import FILTER_FILE, _same_pixels
+    from hotspot.steps import tskm
+    from hotspot.steps.train_lstm import FILTER_FILE, _same_pixels
     path = ctx.path(FILTER_FILE)
     if _same_pixels(path, info):
         return path
@@ -206,12 +208,12 @@ def filtered_series(ctx, stack_file, info):
 def temporal_labels(ctx, bundle, filtered_file, info):
     """tskm labels of every pixel for a bundle that takes them: clusterTSKM.h5 when it holds
     this stack's labels from the model's own centroids, else assigned now with them."""
-    from hotspot import tskm
+    from hotspot.steps import tskm
     path = ctx.path(tskm.OUT_FILE)
     params = dict(bundle.temporal)
     params["centroids"] = np.asarray(params["centroids"], dtype=np.float64)
     if path.is_file():
-        from hotspot.train_lstm import read_temporal
+        from hotspot.steps.train_lstm import read_temporal
         try:
             labels = read_pixel_label(path)
             same = (labels.shape == (info.num_pixel,)
@@ -233,7 +235,7 @@ def run(ctx):
     min_prob = ctx.config.get_float(KEY + "minProbability", min_value=0.0, max_value=1.0)
     batch = ctx.config.get_int(KEY + "batchSize", min_value=1)
     lm.configure_backend()
-    bundles = {name: lm.load_bundle(path) for name, path in files.items()}
+    bundles = {name: lb.load_bundle(path) for name, path in files.items()}
     for name, b in bundles.items():
         if b.name != name:
             raise HotspotError(f"{files[name]}: holds model '{b.name}', expected '{name}'")

@@ -13,14 +13,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from hotspot import products
 from hotspot.plots import data as files
 from hotspot.plots.data import PlotData
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.h5io import write_h5
 from hotspot.utils.stack import STACK_FILE, read_info
 
-PIC_DIR = "pic"
-MANIFEST = "plot.h5"
+PIC_DIR = products.PIC_DIR
+MANIFEST = products.PLOT_MANIFEST
 # The step that writes each input, for the "run step X first" hints.
 MADE_BY = {STACK_FILE: "load_data", files.COVARIOGRAM_FILE: "covariogram",
            files.TSKM_FILE: "tskm", files.DBSCAN_FILE: "dbscan", files.TRAIN_FILE: "train_lstm",
@@ -171,8 +172,8 @@ def run(ctx):
 
 
 def run_export(ctx, enabled):
-    """GIS exports of hotspot.h5 (hotspot.export) when hotspot.plot.export = yes."""
-    from hotspot import export
+    """GIS exports of hotspot.h5 (hotspot.steps.export) when hotspot.plot.export = yes."""
+    from hotspot.steps import export
     if not enabled:
         ctx.log("plot: GIS export off (hotspot.plot.export = no)")
         return []
@@ -184,7 +185,7 @@ def run_export(ctx, enabled):
 
 def export_outputs(ctx):
     """The files write_exports makes for this work directory (update mode)."""
-    from hotspot.export import EXPORT_NAMES, grid_georef
+    from hotspot.steps.export import EXPORT_NAMES, grid_georef
     if not (ctx.config.get_bool("hotspot.plot.export") and ctx.path(files.HOTSPOT_FILE).is_file()
             and ctx.path(STACK_FILE).is_file()):
         return []

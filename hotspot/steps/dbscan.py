@@ -32,14 +32,15 @@ seconds at 3 million points.
 """
 import numpy as np
 
+from hotspot import products
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.geo import lonlat_to_xy_km, pixel_spacing
 from hotspot.utils.h5io import read_attrs
 from hotspot.utils.labels import NO_DATA, read_pixel_label, write_label_file
 from hotspot.utils.stack import STACK_FILE, read_info, read_pixels
 
-DBSCAN_FILE = "clusterDBSCAN.h5"
-TSKM_FILE = "clusterTSKM.h5"
+DBSCAN_FILE = products.DBSCAN
+TSKM_FILE = products.TSKM
 EPS_KEY = "hotspot.dbscan.eps"
 MIN_SAMPLES_KEY = "hotspot.dbscan.minSamples"
 EXACT_MAX_POINT = 200_000
@@ -69,7 +70,7 @@ MIN_SAMPLES_RULE = (f"max({MIN_SAMPLES_FLOOR}, round({CORE_FRACTION} * E)), E = 
 def inputs(ctx):
     files = [ctx.path(STACK_FILE), ctx.path(TSKM_FILE)]
     if ctx.config.is_auto(EPS_KEY):
-        from hotspot.covariogram import COV_FILE
+        from hotspot.steps.covariogram import COV_FILE
         files.append(ctx.path(COV_FILE))
     return files
 
@@ -111,7 +112,7 @@ def _per_cluster(values, num_cluster, key, source, unit):
 def read_settings(config, num_cluster, workdir):
     """(eps list km, eps source, minSamples list or None = auto), one per temporal cluster."""
     if config.is_auto(EPS_KEY):
-        from hotspot.covariogram import COV_FILE, read_correlation_length
+        from hotspot.steps.covariogram import COV_FILE, read_correlation_length
         length = read_correlation_length(workdir)
         eps = [length] * num_cluster
         eps_source = (f"auto: min(CORRELATION_LENGTH_KM of {COV_FILE}, max({EPS_SPACING} x "

@@ -1,4 +1,4 @@
-"""Score a label map against the truth of a simulated scene (hotspot.simulate).
+"""Score a label map against the truth of a simulated scene (hotspot.simulation).
 
 score_labels(label, truth) compares per-pixel arrays in the same order (the stack order:
 mask-valid pixels, row-major).  truth: -1 not measured (ignored), 0 background, k >= 1
@@ -183,7 +183,7 @@ def score_files(label_file, truth_file, dataset="pixelLabel", **kwargs):
     When the label file lists other pixels than the truth (e.g. a stack loaded with an
     extra mask), its map on the truth grid (LENGTH x WIDTH integer dataset) is used.
     """
-    from hotspot.simulate import read_truth
+    from hotspot.simulation.truth import read_truth
     truth = read_truth(truth_file)
     pixel_truth = truth["pixelTruth"]
     labels, kind = _read_labels(label_file, dataset, truth["hotspot"].shape, pixel_truth.size)

@@ -65,7 +65,7 @@ from scipy import stats
 from scipy.spatial import cKDTree
 
 from hotspot.utils.h5io import open_h5, require_dataset
-from hotspot.utils.stack import block_size, iter_blocks
+from hotspot.utils.stack import block_size, decimal_years, iter_blocks, read_info
 
 MIN_PERIOD_YR = 0.8
 MIN_K = 3
@@ -459,3 +459,47 @@ def velocity_columns(mean_series, ring_series, years):
     cluster = slope(mean_series)
     ring = slope(ring_series)
     return {"clusterVelocity": cluster, "ringVelocity": ring, "velocityContrast": cluster - ring}
+
+
+# ---------------------------------------------------------------------------- dispersion step
+def setup(stack_file, max_memory, fdr, log):
+    """Per-pixel coefficients of the stack for the dispersion step (one stack read), or None
+    when its decision is not by false-discovery rate (fdr None)."""
+    if fdr is None:
+        return None
+    import time
+    info = read_info(stack_file)
+    basis = temporal_basis(decimal_years(info.dates))
+    t0 = time.time()
+    coef = project_stack(stack_file, basis, max_memory)
+    log(f"dispersion: spatial null: {basis.shape[1]} smooth temporal components (periods >= "
+        f"{MIN_PERIOD_YR:g} yr) of {coef.shape[0]} series in {time.time() - t0:.1f} s")
+    return {"fdr": fdr, "coef": coef}
+
+
+def table_columns(spatial, table, labels, x, y, px, tested, spacing, corr_length, rng, log):
+    """Adds pValueSpatial, pValueSpatialMC, qValue, contrastDistance and numNullPlacement of
+    the clusters `tested` to the dispersion table (ring radii as the step's ring: r_in =
+    2 S_d + spacing, r_out = r_in + max(correlation length, 3 spacings)); returns the null
+    statistics that hotspot.steps.same_feature needs, with the rate as "level"."""
+    import time
+    t0 = time.time()
+    if "index" not in spatial:
+        # the measured pixels and their positions are the same in every pass: built once
+        spatial["coef"][np.asarray(labels) < 0] = np.nan
+        spatial["index"] = scene_index(x, y, spatial["coef"], spacing, row=px.get("row"),
+                                       col=px.get("col"))
+    coef, index = spatial["coef"], spatial["index"]
+    r_in = 2.0 * table["standardDistance"] + spacing
+    r_out = r_in + max(corr_length, 3.0 * spacing)
+    rows = np.nonzero(tested)[0]
+    res = candidate_pvalues(index, coef, labels, table["clusterId"], rows, r_in, r_out, rng,
+                            cache=spatial.setdefault("cache", {}))
+    q = fdr_qvalues(res["p"])
+    table.update({"pValueSpatial": res["p"], "pValueSpatialMC": res["p_mc"], "qValue": q,
+                  "contrastDistance": res["distance"], "numNullPlacement": res["num_null"]})
+    res["level"] = spatial["fdr"]
+    log(f"dispersion: spatial null of {rows.size} candidates ({int(res['num_null'].sum())} "
+        f"placements, {time.time() - t0:.1f} s): {int(np.sum(q <= spatial['fdr']))} with "
+        f"q <= {spatial['fdr']:g} (Benjamini-Hochberg)")
+    return res

@@ -20,13 +20,14 @@ import numpy as np
 import shapely
 from shapely import affinity
 
+from hotspot import products
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.geo import EARTH_RADIUS_KM, lonlat_to_xy_km
 from hotspot.utils.h5io import atomic_path, open_h5, read_attrs
 from hotspot.utils.stack import STACK_FILE, read_info, read_pixels
 
-HOTSPOT_FILE = "hotspot.h5"
-EXPORT_NAMES = ("hotspot.geojson", "hotspot.kmz", "hotspot.csv", "hotspot.tif")
+HOTSPOT_FILE = products.HOTSPOT
+EXPORT_NAMES = products.EXPORTS
 CONCAVE_RATIO = 0.2    # 0 = tightest (jagged), 1 = convex hull; 0.2 follows C-shaped clouds
 KM_PER_DEG = np.deg2rad(1.0) * EARTH_RADIUS_KM
 # (table dataset, export column, scale): the per-hotspot table in GIS units
@@ -350,12 +351,12 @@ def write_exports(ctx, workdir=None, enabled=None, log=print):
     polygons = hotspot_polygons(label, px["longitude"], px["latitude"], px["row"], px["col"],
                                 georef)
     records = hotspot_records(table, polygons)
-    written = [write_geojson(workdir / "hotspot.geojson", records, polygons),
-               write_kmz(workdir / "hotspot.kmz", records, polygons),
-               write_csv(workdir / "hotspot.csv", records)]
+    written = [write_geojson(workdir / products.EXPORT_GEOJSON, records, polygons),
+               write_kmz(workdir / products.EXPORT_KMZ, records, polygons),
+               write_csv(workdir / products.EXPORT_CSV, records)]
     if georef is not None and raster.ndim == 2:
         nodata = read_attrs(hot_file).get("NO_DATA_VALUE", -1)
-        written.append(write_geotiff(workdir / "hotspot.tif", raster, georef, nodata=nodata))
+        written.append(write_geotiff(workdir / products.EXPORT_TIF, raster, georef, nodata=nodata))
     else:
         log("hotspot.tif skipped: the input is not a geocoded grid")
     log(f"GIS exports ({len(records)} hotspots): " + ", ".join(p.name for p in written))
