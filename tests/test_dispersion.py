@@ -292,6 +292,11 @@ def test_blocks_and_seed_give_same_result(tmp_path):
     assert np.array_equal(hot_big, hot_small)
     np.testing.assert_allclose(big["meanTimeseries"], small["meanTimeseries"], atol=1e-7)
     np.testing.assert_allclose(big["pValue"], small["pValue"], rtol=1e-6)
+    # the spatial null: same seed, same placements, whatever the blocks
+    a, hot_a = disp.compute_dispersion(stack, label, max_memory=4, fdr=0.05, **kw)
+    b, hot_b = disp.compute_dispersion(stack, label, max_memory=1e-6, fdr=0.05, **kw)
+    assert np.array_equal(hot_a, hot_b) and np.array_equal(hot_a, hot_big)
+    np.testing.assert_allclose(a["qValue"], b["qValue"], rtol=1e-5)
 
 
 def test_nan_epochs_are_skipped(tmp_path):

@@ -130,7 +130,7 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
                   drop_insignificant=drop_insignificant, corr_length=corr_length,
                   max_memory=max_memory, seed=seed, temporal_label=temporal_label,
                   half_wavelength=half_wavelength, log=log,
-                  spatial=spatial_null.setup(stack_file, max_memory, fdr, log))
+                  spatial=spatial_null.setup(stack_file, max_memory, fdr, seed, log))
     labels = np.asarray(pixel_label, dtype=np.int64)
     table, hotspot_label, geo = _dispersion_pass(stack_file, labels, amplitude=amplitude,
                                                  **kwargs)
@@ -259,7 +259,7 @@ def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insig
     null = None
     if spatial is not None:
         null = spatial_null.table_columns(spatial, table, labels, x, y, px,
-                                          candidate & has_ring, spacing, corr_length, rng, log)
+                                          candidate & has_ring, spacing, corr_length, log)
     table.update(select_hotspots(table, max_sd, min_pixel, alpha, drop_insignificant,
                                  fdr=None if spatial is None else spatial["fdr"]))
     num_significant = int((candidate & table["isSignificant"]).sum())

@@ -462,9 +462,11 @@ def velocity_columns(mean_series, ring_series, years):
 
 
 # ---------------------------------------------------------------------------- dispersion step
-def setup(stack_file, max_memory, fdr, log):
-    """Per-pixel coefficients of the stack for the dispersion step (one stack read), or None
-    when its decision is not by false-discovery rate (fdr None)."""
+def setup(stack_file, max_memory, fdr, seed, log):
+    """Per-pixel coefficients of the stack for the dispersion step (one stack read) and the
+    placements' own random generator (seeded: the placements do not depend on what else draws
+    random numbers, e.g. the block size), or None when the decision is not by false-discovery
+    rate (fdr None)."""
     if fdr is None:
         return None
     import time
@@ -474,10 +476,10 @@ def setup(stack_file, max_memory, fdr, log):
     coef = project_stack(stack_file, basis, max_memory)
     log(f"dispersion: spatial null: {basis.shape[1]} smooth temporal components (periods >= "
         f"{MIN_PERIOD_YR:g} yr) of {coef.shape[0]} series in {time.time() - t0:.1f} s")
-    return {"fdr": fdr, "coef": coef}
+    return {"fdr": fdr, "coef": coef, "rng": np.random.default_rng([int(seed), 12])}
 
 
-def table_columns(spatial, table, labels, x, y, px, tested, spacing, corr_length, rng, log):
+def table_columns(spatial, table, labels, x, y, px, tested, spacing, corr_length, log):
     """Adds pValueSpatial, pValueSpatialMC, qValue, contrastDistance and numNullPlacement of
     the clusters `tested` to the dispersion table (ring radii as the step's ring: r_in =
     2 S_d + spacing, r_out = r_in + max(correlation length, 3 spacings)); returns the null
@@ -493,8 +495,8 @@ def table_columns(spatial, table, labels, x, y, px, tested, spacing, corr_length
     r_in = 2.0 * table["standardDistance"] + spacing
     r_out = r_in + max(corr_length, 3.0 * spacing)
     rows = np.nonzero(tested)[0]
-    res = candidate_pvalues(index, coef, labels, table["clusterId"], rows, r_in, r_out, rng,
-                            cache=spatial.setdefault("cache", {}))
+    res = candidate_pvalues(index, coef, labels, table["clusterId"], rows, r_in, r_out,
+                            spatial["rng"], cache=spatial.setdefault("cache", {}))
     q = fdr_qvalues(res["p"])
     table.update({"pValueSpatial": res["p"], "pValueSpatialMC": res["p_mc"], "qValue": q,
                   "contrastDistance": res["distance"], "numNullPlacement": res["num_null"]})
