@@ -159,3 +159,23 @@ def test_same_feature_merges_pieces_of_one_bowl_not_noise_or_other_signals():
     assert np.mean(other) < 0.05                      # a seasonal hotspot beside it: not
     assert not same_feature(trend, -trend, cov, cov, 0.05)[0]   # uplift beside subsidence
     assert not same_feature(trend, np.full(6, np.nan), cov, cov, 0.05)[0]
+
+
+def test_same_feature_groups_join_by_complete_linkage(monkeypatch):
+    """rows 0 core, 1 piece of the same bowl, 2 halo alike with the piece but not the core,
+    3 a second hotspot alike with nothing; ids 10..13."""
+    from hotspot.steps import dispersion_merge, same_feature
+    alike = {(0, 1): (True, 6.0), (1, 2): (True, 3.0), (0, 2): (False, 1.0),
+             (2, 3): (False, 0.5)}
+
+    def fake(v_a, v_b, cov_a, cov_b, level):
+        ok, z = alike.get((int(v_a[0]), int(v_b[0])), alike.get((int(v_b[0]), int(v_a[0]))))
+        return ok, 1.0, z, 0.5
+
+    monkeypatch.setattr(same_feature, "same_feature", fake)
+    null = {"contrast": np.arange(4.0)[:, None], "cov": np.ones((4, 1, 1)), "level": 0.05}
+    ids = np.array([10, 11, 12, 13])
+    touch = np.array([[0, 1], [1, 2], [0, 2], [2, 3]])
+    assert dispersion_merge.same_feature_groups(touch, ids, null) == {11: 10}
+    # without the core-halo contact the chain is allowed
+    assert dispersion_merge.same_feature_groups(touch[[0, 1, 3]], ids, null) == {11: 10, 12: 10}
