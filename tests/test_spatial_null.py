@@ -148,9 +148,12 @@ def test_same_feature_merges_pieces_of_one_bowl_not_noise_or_other_signals():
     cov = np.eye(6)
     trend = np.array([8.0, 3.0, 1.0, 0.5, 0.2, 0.1])
     seasonal = np.array([0.2, 0.1, 0.3, 6.0, 0.2, 0.1])
-    merged = [same_feature(trend + rng.normal(size=6), 0.6 * trend + rng.normal(size=6),
+    merged = [same_feature(trend + rng.normal(size=6), 0.8 * trend + rng.normal(size=6),
                            cov, cov, 0.05)[0] for _ in range(200)]
-    assert np.mean(merged) > 0.85                     # rim of the same bowl: merged
+    assert np.mean(merged) > 0.85                     # a piece of the same bowl: merged
+    halo = [same_feature(trend + rng.normal(size=6), 0.3 * trend + rng.normal(size=6),
+                         cov, cov, 0.05)[0] for _ in range(200)]
+    assert np.mean(halo) < 0.1                        # its halo, alike but weaker: not
     noise = [same_feature(trend + rng.normal(size=6), rng.normal(size=6), cov, cov, 0.05)[0]
              for _ in range(200)]
     assert np.mean(noise) < 0.1                       # a patch of noise beside it: not

@@ -13,6 +13,14 @@ on their footprints moved across the scene (the noise each one carries, measured
   along         z = beta / se >= z(level): the weak piece carries the strong one's signal
                 (one-sided; a patch of noise touching a hotspot has beta ~ 0 and is not
                 merged);
+  half maximum  beta >= HALF_MAXIMUM (1/2): the weak piece moves at least half as much as the
+                strong one. A bowl's extent is where it moves at least half its peak (the
+                full width at half maximum, the usual convention); the touching clusters that
+                move alike but less are its halo (band-pass and clustering spread a bowl's
+                tail into them), not part of the hotspot. Medium hard seeds 0 and 2: the
+                fragments the correlation rule merged (and that their hotspots need) at beta
+                0.58-1.0, z 5.3-7.7; the halo clusters alike in shape at beta 0.19-0.48
+                (z 1.7-3.7), one at 0.62 kept out by the complete linkage (docs/quality.md);
   shape         r = v_w - beta v_s, d = r' (S_w + beta^2 S_s)^-1 r ~ chi2(k - 1) under one
                 shape: merged when its p-value >= level (no significant difference in shape;
                 a seasonal hotspot next to a subsiding one differs).
@@ -23,6 +31,8 @@ no number fitted on a simulator. Replaces the correlation >= 0.8 of the smoothed
 """
 import numpy as np
 from scipy import stats
+
+HALF_MAXIMUM = 0.5
 
 
 def same_feature(v_a, v_b, cov_a, cov_b, level):
@@ -47,5 +57,5 @@ def same_feature(v_a, v_b, cov_a, cov_b, level):
     r = v_w - beta * v_s
     d = float(r @ np.linalg.solve(cov_w + beta ** 2 * cov_s + ridge, r))
     p_shape = float(stats.chi2.sf(d, max(k - 1, 1)))
-    merge = bool(z >= stats.norm.isf(level) and p_shape >= level)
+    merge = bool(z >= stats.norm.isf(level) and beta >= HALF_MAXIMUM and p_shape >= level)
     return merge, beta, float(z), p_shape
