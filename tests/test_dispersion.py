@@ -246,6 +246,21 @@ def test_correlated_noise_scene_weak_hotspots_kept_background_patches_dropped(tm
     assert false_velocity >= 15             # a velocity-only test keeps the trend's patches
 
 
+def test_spatial_null_decision_on_correlated_noise_scene(tmp_path):
+    """The same scenes decided by the false-discovery rate of the spatial null."""
+    found, false_signal = 0, 0
+    for seed in range(3):
+        stack, label = make_atmosphere_scene(tmp_path, seed)
+        table, _ = disp.compute_dispersion(
+            stack, label, max_sd=1.0, min_pixel=20, alpha=0.05, drop_insignificant=True,
+            corr_length=0.5, max_memory=4, seed=0, fdr=0.05, log=lambda *_: None)
+        found += int(table["isHotspot"][:2].sum())
+        false_signal += int(table["isHotspot"][2:].sum())
+        assert np.all(np.isfinite(table["pValueSpatial"]))
+    assert found >= 5                       # as the F-test with Bonferroni (test above)
+    assert false_signal <= 1
+
+
 def test_point_input(tmp_path):
     stack, label, _ = make_scene(tmp_path, points=True)
     table, hot = disp.compute_dispersion(
@@ -277,6 +292,11 @@ def test_blocks_and_seed_give_same_result(tmp_path):
     assert np.array_equal(hot_big, hot_small)
     np.testing.assert_allclose(big["meanTimeseries"], small["meanTimeseries"], atol=1e-7)
     np.testing.assert_allclose(big["pValue"], small["pValue"], rtol=1e-6)
+    # the spatial null: same seed, same placements, whatever the blocks
+    a, hot_a = disp.compute_dispersion(stack, label, max_memory=4, fdr=0.05, **kw)
+    b, hot_b = disp.compute_dispersion(stack, label, max_memory=1e-6, fdr=0.05, **kw)
+    assert np.array_equal(hot_a, hot_b) and np.array_equal(hot_a, hot_big)
+    np.testing.assert_allclose(a["qValue"], b["qValue"], rtol=1e-5)
 
 
 def test_nan_epochs_are_skipped(tmp_path):
@@ -342,6 +362,21 @@ def test_run_writes_products_and_view_renders(tmp_path, make_ctx):
     assert [p["id"] for p in props] == [1, 2] and props[0]["num_pixel"] == 113
     assert props[0]["std_distance_km"] == pytest.approx(0.4336, abs=1e-3)
     assert props[0]["mean_velocity_mm_yr"] < -10 and props[0]["p_value"] < 1e-6
+    # falseDiscoveryRate = auto (0.05): the spatial null decides, every hotspot has its
+    # p- and q-value, its velocity, its ring's and their difference (mm/yr in the exports)
+    with h5py.File(tmp_path / "dispersion.h5") as f:
+        assert float(f.attrs["FALSE_DISCOVERY_RATE"]) == 0.05
+        q = f["qValue"][:]
+        assert np.all(q[:2] <= 0.05) and np.all(q[2:4] > 0.05) and np.isnan(q[4])
+        np.testing.assert_allclose(f["velocityContrast"][:2],
+                                   f["clusterVelocity"][:2] - f["ringVelocity"][:2])
+    assert props[0]["p_value_spatial"] < 1e-6 and props[0]["q_value"] <= 0.05
+    assert props[0]["velocity_contrast_mm_yr"] < -10
+    assert props[0]["velocity_contrast_mm_yr"] == pytest.approx(
+        props[0]["velocity_mm_yr"] - props[0]["ring_velocity_mm_yr"], abs=1e-3)
+    header = (tmp_path / "hotspot.csv").read_text().splitlines()[0].split(",")
+    assert {"p_value_spatial", "q_value", "velocity_mm_yr", "ring_velocity_mm_yr",
+            "velocity_contrast_mm_yr"} <= set(header)
 
 
 def test_auto_needs_covariogram(tmp_path, make_ctx):

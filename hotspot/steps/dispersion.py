@@ -62,6 +62,17 @@ mean velocity is ~0, from noise):
     mergedCluster) and the table recomputed. A core never goes back into the rest of its
     parent, and a merge whose result is no hotspot (a weak fragment diluted it) keeps only
     its hotspots, or is undone when it has fewer than two.
+  * spatial null (falseDiscoveryRate, auto 0.05; hotspot.steps.spatial_null): the contrast's
+    smooth temporal components are compared with the same statistic on the cluster's
+    footprint moved to 199 random places of the same scene (pValueSpatial, pValueSpatialMC);
+    Benjamini-Hochberg over the candidates gives qValue, and isSignificant = qValue <= the
+    rate replaces the F-test, Bonferroni and the empirical null (which stay for
+    falseDiscoveryRate = no). The peak gate, the amplitude cores and the unwrapping-error
+    check apply in both modes; fragments then merge only hotspot with hotspot, when
+    hotspot.steps.same_feature finds them alike against the same null (not by
+    MERGE_CORRELATION). clusterVelocity, ringVelocity and velocityContrast: linear rates of
+    the mean series, of the ring background and of their difference (m/yr), what the cluster
+    does that its surroundings do not.
   * kept for information: pValueVelocity, a two-sided z-test of the mean velocity against
     zero with standard error rms(velocityStd) / sqrt(n_eff), n_eff = clip(A / (2 pi L^2),
     1, n) the independent samples in a cluster of area A for an exponential covariance of
@@ -76,7 +87,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from hotspot import products
-from hotspot.steps import amplitude_core
+from hotspot.steps import amplitude_core, spatial_null
 from hotspot.steps.dispersion_merge import (MERGE_CORRELATION, _cluster_peak, _hotspot_label,
                                             _merge_labels, _shrink_merges, fragment_groups)
 from hotspot.steps.dispersion_ring import (_majority, _pixel_stats, _timeseries_pass,
@@ -99,7 +110,7 @@ KEY = "hotspot.dispersion."
 # ---------------------------------------------------------------------------- the step
 def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, drop_insignificant,
                        corr_length, max_memory, seed, temporal_label=None,
-                       half_wavelength=None, amplitude=None, merge=True, log=print):
+                       half_wavelength=None, amplitude=None, merge=True, fdr=None, log=print):
     """Per-cluster table (dict of arrays, M rows) and the hotspot pixel label (N).
 
     Reads the stack's displacement once, in blocks of at most max_memory GB, and once more
@@ -112,11 +123,14 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
     merge: a hotspot and the touching clusters that move alike (fragment_groups) are one
     deformation feature that tskm split between temporal clusters: they are merged (module
     docstring).
+    fdr: false-discovery rate of the spatial-null decision (hotspot.steps.spatial_null; None:
+    the F-test, Bonferroni and empirical null decide).
     """
     kwargs = dict(max_sd=max_sd, min_pixel=min_pixel, alpha=alpha,
                   drop_insignificant=drop_insignificant, corr_length=corr_length,
                   max_memory=max_memory, seed=seed, temporal_label=temporal_label,
-                  half_wavelength=half_wavelength, log=log)
+                  half_wavelength=half_wavelength, log=log,
+                  spatial=spatial_null.setup(stack_file, max_memory, fdr, seed, log))
     labels = np.asarray(pixel_label, dtype=np.int64)
     table, hotspot_label, geo = _dispersion_pass(stack_file, labels, amplitude=amplitude,
                                                  **kwargs)
@@ -138,7 +152,9 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
     merged = fragment_groups(table, labels, geo) if merge else {}
     if merged:
         log(f"dispersion: {len(merged)} clusters merged into touching hotspots that move "
-            f"alike (smoothed contrast correlation >= {MERGE_CORRELATION}): "
+            + ("alike (same shape against the scene's noise, hotspot.steps.same_feature): "
+               if geo.get("null") is not None else
+               f"alike (smoothed contrast correlation >= {MERGE_CORRELATION}): ")
             + ", ".join(f"{a} -> {b}" for a, b in sorted(merged.items())) + "; recomputing")
         before = labels
         hot_before = set(table["clusterId"][table["isHotspot"]].tolist())
@@ -166,7 +182,7 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
 
 def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insignificant,
                      corr_length, max_memory, seed, temporal_label, half_wavelength, log,
-                     core_parent=None, amplitude_z=None, amplitude=None):
+                     core_parent=None, amplitude_z=None, amplitude=None, spatial=None):
     """One computation of the table and hotspot label; also returns the metric positions
     (x, y km), the pixel spacing, the contrast series and the smoothing window that
     fragment_groups needs, and the amplitude z. core_parent: {cluster id: parent id} of the
@@ -179,7 +195,8 @@ def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insig
         raise HotspotError(f"label file: pixelLabel has {labels.size} values but {stack_file} "
                            f"has {info.num_pixel} pixels; re-run the clustering steps")
     rng = np.random.default_rng(seed)
-    px = read_pixels(stack_file, ["longitude", "latitude", "velocity", "velocityStd", "coherence"])
+    px = read_pixels(stack_file, ["longitude", "latitude", "velocity", "velocityStd", "coherence"]
+                     + (["row", "col"] if spatial is not None else []))
     lon, lat = px["longitude"].astype(np.float64), px["latitude"].astype(np.float64)
     measured = labels >= 0
     if not np.all(np.isfinite(lon[measured]) & np.isfinite(lat[measured])):
@@ -237,10 +254,18 @@ def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insig
     p_vel = velocity_test(table["meanVelocity"], table["rmsVelocityStd"], n_eff)
     table["pValueVelocity"] = p_vel
     table["isSignificantVelocity"] = np.where(np.isfinite(p_vel), p_vel < alpha, True)
-    table.update(select_hotspots(table, max_sd, min_pixel, alpha, drop_insignificant))
+    table.update(spatial_null.velocity_columns(ts["mean"], background,
+                                               decimal_years(info.dates)))
+    null = None
+    if spatial is not None:
+        null = spatial_null.table_columns(spatial, table, labels, x, y, px,
+                                          candidate & has_ring, spacing, corr_length, log)
+    table.update(select_hotspots(table, max_sd, min_pixel, alpha, drop_insignificant,
+                                 fdr=None if spatial is None else spatial["fdr"]))
     num_significant = int((candidate & table["isSignificant"]).sum())
-    log(f"signal test (F, {dof} dof, family-wise alpha {alpha} over the candidates, "
-        f"Bonferroni): {num_significant} of {int(candidate.sum())} "
+    log((f"spatial null, Benjamini-Hochberg q <= {spatial['fdr']:g}" if spatial is not None else
+         f"signal test (F, {dof} dof, family-wise alpha {alpha} over the candidates, "
+         f"Bonferroni)") + f": {num_significant} of {int(candidate.sum())} "
         f"candidates significant; {int(table['isUnwrapError'].sum())} candidates are unwrapping "
         f"errors (a jump of n lambda/2 and no other signal"
         f"{'' if half_wavelength else ': check off'}) -> {int(table['isHotspot'].sum())} hotspots")
@@ -250,7 +275,7 @@ def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insig
     table["xyOrigin"] = np.array([lon0, lat0])
     return table, hotspot_label, {"x": x, "y": y, "spacing": spacing, "contrast": contrast,
                                   "window": smooth_window(info.dates),
-                                  "amplitude_z": amplitude_z}
+                                  "amplitude_z": amplitude_z, "null": null}
 
 
 # ---------------------------------------------------------------------------- I/O
@@ -324,6 +349,8 @@ def read_options(ctx):
             "min_pixel": cfg.get_int(KEY + "minPixel", min_value=1),
             "alpha": cfg.get_float(KEY + "significance", min_value=0.0, max_value=1.0),
             "drop_insignificant": cfg.get_bool(KEY + "dropInsignificant"),
+            "fdr": cfg.get_float(KEY + "falseDiscoveryRate", min_value=0.0, max_value=1.0,
+                                 allow_none=True),
             "unwrap_check": _switched_on(cfg, "unwrapCheck"),
             "amplitude_core": _switched_on(cfg, "amplitudeCore")}
 
@@ -406,7 +433,8 @@ def run(ctx):
         max_memory=ctx.config.max_memory, seed=ctx.config.seed,
         temporal_label=_temporal_label(ctx, info.num_pixel),
         half_wavelength=half_wavelength(ctx, info.attrs, opts["unwrap_check"], stack),
-        amplitude=pixel_amplitude(ctx, opts["amplitude_core"], info.num_pixel), log=ctx.log)
+        amplitude=pixel_amplitude(ctx, opts["amplitude_core"], info.num_pixel), fdr=opts["fdr"],
+        log=ctx.log)
     write_outputs(ctx, table, hotspot_label, label_path, opts)
 
 
@@ -415,6 +443,7 @@ def write_outputs(ctx, table, hotspot_label, label_path, opts):
     attrs = {"MAX_STANDARD_DISTANCE_KM": opts["max_sd"], "MIN_PIXEL": opts["min_pixel"],
              "INPUT_FILE": str(label_path), "CORRELATION_LENGTH_KM": opts["corr_length"],
              "SIGNIFICANCE": opts["alpha"], "DROP_INSIGNIFICANT": opts["drop_insignificant"],
+             "FALSE_DISCOVERY_RATE": "no" if opts["fdr"] is None else opts["fdr"],
              "UNWRAP_CHECK": opts["unwrap_check"],
              "NUM_UNWRAP_ERROR": int(table["isUnwrapError"].sum()),
              "AMPLITUDE_CORE": "peakAmplitudeZ" in table,

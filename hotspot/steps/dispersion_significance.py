@@ -190,20 +190,27 @@ def hotspot_peak_gate(num_pixel):
     return HOTSPOT_PEAK_SCALE * np.sqrt(2.0 * np.log(n))
 
 
-def select_hotspots(table, max_sd, min_pixel, alpha, drop_insignificant):
-    """isHotspot, isSignificant, isUnwrapError and hotspotId (1..H in cluster-id order)."""
+def select_hotspots(table, max_sd, min_pixel, alpha, drop_insignificant, fdr=None):
+    """isHotspot, isSignificant, isUnwrapError and hotspotId (1..H in cluster-id order).
+    fdr: decide by the q-values of the spatial null (qValue <= fdr) instead of the F-test."""
     compact = (table["standardDistance"] <= max_sd) & (table["numPixel"] >= min_pixel)
     p = table["pValue"]
     # Family-wise level (Bonferroni) over the candidates tested: a scene yields hundreds
     # of compact candidates, and at a per-cluster alpha of 0.05 one in twenty patches of
     # pure noise would pass (measured: docs/quality.md).
     num_test = max(1, int(np.sum(compact & np.isfinite(p))))
-    # an untestable cluster (NaN p: too few epochs, no noise estimate) is not rejected
-    significant = np.where(np.isfinite(p), p < alpha / num_test, True)
-    # amplitude cores were selected for their amplitude, which the null of whole clusters
-    # does not describe: their peak amplitude is their gate (hotspot.steps.amplitude_core)
     core = np.asarray(table.get("coreParent", np.zeros(compact.size)), dtype=np.int64) > 0
-    significant &= empirical_outlier(table, compact & ~core) | core
+    if fdr is not None and "qValue" in table:
+        # the scene's own null (hotspot.steps.spatial_null); an untestable cluster is no
+        # discovery
+        q = np.asarray(table["qValue"], dtype=np.float64)
+        significant = np.isfinite(q) & (q <= fdr)
+    else:
+        # an untestable cluster (NaN p: too few epochs, no noise estimate) is not rejected
+        significant = np.where(np.isfinite(p), p < alpha / num_test, True)
+        # amplitude cores were selected for their amplitude, which the null of whole
+        # clusters does not describe: their peak amplitude is their gate (amplitude_core)
+        significant &= empirical_outlier(table, compact & ~core) | core
     if "peakAmplitudeZ" in table:
         # a significant contrast without a peak of high band-passed amplitude is k-means'
         # selection of noise that matches a centroid (hotspot_peak_gate)

@@ -53,6 +53,11 @@ COLUMNS = [
     ("noiseLevel", "noise_level_mm", 1000.0),
     ("pValue", "p_value", None),
     ("pValueVelocity", "p_value_velocity", None),
+    ("pValueSpatial", "p_value_spatial", None),
+    ("qValue", "q_value", None),
+    ("clusterVelocity", "velocity_mm_yr", 1000.0),
+    ("ringVelocity", "ring_velocity_mm_yr", 1000.0),
+    ("velocityContrast", "velocity_contrast_mm_yr", 1000.0),
 ]
 # unit and meaning of every exported field (the README's output table; hotspot.geojson
 # carries it as the foreign member "fields")

@@ -1,0 +1,507 @@
+"""Spatial Monte Carlo null: is a cluster's contrast extreme for its own scene?
+
+The F-test of the dispersion step compares a cluster's contrast with a noise model; that model
+(white noise in time, a MAD scale) was calibrated on our simulator. Here the null is the scene
+itself: the same contrast statistic computed on the cluster's footprint translated to many
+random places of the same scene. Whatever the scene's noise is (turbulent or stratified
+troposphere, residual orbits, seasonal background, a pixel density that varies), a placement
+sees it at the footprint's size and shape, and a cluster is extreme only against it.
+
+Statistic
+  basis     Q (T x k): cosines cos(pi j (t - t0) / span), j = 1..k, orthonormalised against the
+            constant (QR), with k = round(2 span / MIN_PERIOD_YR) clipped to [MIN_K, MAX_K]: every
+            smooth signal of period >= MIN_PERIOD_YR (trend, acceleration, annual term, decays,
+            pulses and steps of a few months) and no white-noise detail. k is 10 for 4 years.
+            Projecting once per pixel (coef = series @ Q, N x k float32) makes a footprint's
+            contrast a gather and a mean, so that thousands of placements cost no stack read:
+            the projection is linear, so the projection of (mean - ring plane) is the mean of
+            the projections minus the plane fitted to the ring's projections.
+  contrast  v = mean of coef over the footprint - plane a + b x + c y fitted (least squares) to
+            the coef of the ring around the footprint's centroid, evaluated at the centroid
+            (the dispersion step's ring background, r_in = 2 S_d + spacing, r_out = r_in +
+            max(correlation length, 3 spacings); here a square annulus, see "ring").
+  distance  d = (v - m)' S^-1 (v - m), m and S the location and covariance of the null
+            contrasts: the scene's own variability in each of the k directions (the trend of a
+            footprint varies more than its annual term under a red troposphere), so no direction
+            is weighted by a number fitted elsewhere. m and S are robust (robust_moments: draws
+            beyond the 97.5 % chi2(k) ellipsoid dropped, three times, covariance corrected for
+            the truncation): a placement that lands on another hotspot or an unwrapping-error
+            patch must not widen the null of the others.
+Null
+  placements  the footprint (at most MAX_FOOTPRINT of its pixels, a seeded subsample) is moved
+            by the vector from its anchor pixel (nearest its centroid) to a random measured
+            pixel: exact pixel-to-pixel moves on a grid (row / col), the nearest measured point
+            within 0.75 spacing for scattered points. A placement is kept when >= MIN_MEASURED
+            of the footprint lands on measured pixels (its mean is then noisier than the
+            cluster's: conservative), none of them a pixel of the cluster
+            itself, and its ring has >= MIN_RING_PIXEL pixels; M = NUM_NULL (199) placements.
+  ring      a square annulus of half-widths r_in .. r_out on a raster of at most MAX_CELLS cells
+            (summed-area tables of the plane-fit moments: a placement's ring costs four look-ups
+            whatever its size), the footprint's own pixels taken out.
+  p-value   pValueSpatial: the Gaussian tail of d, the prediction ellipse of a k-variate normal
+            from M draws, d M (M - k) / ((M + 1)(M - 1) k) ~ F(k, M - k): the footprint's mean
+            of many pixels is close to normal (central limit), its covariance is the scene's.
+            pValueSpatialMC = (1 + #{d_null >= d}) / (1 + M) is kept for information: it
+            cannot go below 1 / (M + 1) = 0.005, while Benjamini-Hochberg over hundreds of
+            candidates needs p < 1e-4, and it counts the placements on other hotspots as noise
+            (medium hard seed 0: the ten true hotspots at 0.002 - 0.024 with 999 placements,
+            six discoveries among 508 candidates; docs/quality.md). Fewer than MIN_NULL kept
+            placements (a footprint as large as the scene): p = NaN (untestable).
+  FDR       q-values of Benjamini-Hochberg (scipy.stats.false_discovery_control) over the family
+            of candidates; a candidate is a discovery when q <= the false-discovery rate.
+
+Selection: the candidates are clusters of pixels that k-means found similar, which a random
+footprint is not; noise selected that way looks more coherent than a random placement of the
+same footprint, so the p-values of noise clusters are liberal (medium hard seed 0: 11 % of
+the background candidates at p <= 0.05, 2.9 % at p <= 0.001); the amplitude peak gate of the
+dispersion step stays for that reason (docs/quality.md).
+
+Cost: one stack read (N x k float32 coefficients in memory: 120 MB at 3 M pixels x k = 10), the
+summed-area tables ((6 + 3k) x MAX_CELLS float64, 290 MB), and per candidate M gathers of its
+footprint (at most MAX_FOOTPRINT pixels): medium scene (76 k pixels, 508 candidates) 25 s.
+"""
+import numpy as np
+from scipy import stats
+from scipy.spatial import cKDTree
+
+from hotspot.utils.h5io import open_h5, require_dataset
+from hotspot.utils.stack import block_size, decimal_years, iter_blocks, read_info
+
+MIN_PERIOD_YR = 0.8
+MIN_K = 3
+MAX_K = 16
+NUM_NULL = 199
+TRIM_QUANTILE = 0.975
+MIN_NULL = 19
+MIN_MEASURED = 0.5
+MIN_RING_PIXEL = 10
+MAX_FOOTPRINT = 2000
+MAX_CELLS = 1_000_000
+POINT_MATCH_SPACING = 0.75
+MAX_ATTEMPT_FACTOR = 20
+
+
+# ---------------------------------------------------------------------------- basis
+def temporal_basis(years, min_period=MIN_PERIOD_YR, min_k=MIN_K, max_k=MAX_K):
+    """Orthonormal T x k smooth basis without the constant (module docstring)."""
+    t = np.asarray(years, dtype=np.float64)
+    span = float(t.max() - t.min()) if t.size else 0.0
+    k = int(np.clip(round(2.0 * span / min_period), min_k, max_k))
+    k = max(1, min(k, t.size - 2))
+    phase = (t - t.min()) / span if span > 0 else np.linspace(0.0, 1.0, t.size)
+    cols = [np.ones_like(t)] + [np.cos(np.pi * j * phase) for j in range(1, k + 1)]
+    q, r = np.linalg.qr(np.stack(cols, axis=1))
+    keep = np.abs(np.diag(r)) > 1e-8 * np.abs(r[0, 0])
+    keep[0] = False                       # the constant: a reference offset, no signal
+    return q[:, keep]
+
+
+def project(series, basis):
+    """Coefficients (N x k float64) of each row on the basis; NaN epochs filled with the row's
+    mean (orthogonal to the basis), all-NaN rows give NaN."""
+    series = np.atleast_2d(np.asarray(series, dtype=np.float64))
+    nan = np.isnan(series)
+    if nan.any():
+        with np.errstate(invalid="ignore"):
+            fill = np.nanmean(np.where(nan.all(axis=1, keepdims=True), 0.0, series), axis=1)
+        series = np.where(nan, fill[:, None], series)
+        out = series @ basis
+        out[nan.all(axis=1)] = np.nan
+        return out
+    return series @ basis
+
+
+def project_stack(stack_file, basis, max_memory, name="displacement"):
+    """Per-pixel coefficients (N x k float32) of the stack's displacement, read in blocks."""
+    with open_h5(stack_file) as f:
+        dset = require_dataset(f, name, stack_file)
+        n, t = dset.shape
+        out = np.empty((n, basis.shape[1]), dtype=np.float32)
+        for start, stop in iter_blocks(n, block_size(t, max_memory, bytes_per_value=8, copies=3)):
+            out[start:stop] = project(dset[start:stop], basis)
+    return out
+
+
+# ---------------------------------------------------------------------------- scene index
+def scene_index(x, y, coef, spacing, row=None, col=None, max_cells=MAX_CELLS):
+    """What placements need, built once per scene (module docstring): the measured pixels'
+    positions, a (row, col) lookup or a KD-tree for the moves, and summed-area tables of the
+    ring-plane moments on a raster of cells. coef: N x k, NaN rows for unmeasured pixels."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    ok = np.all(np.isfinite(coef), axis=1) & np.isfinite(x) & np.isfinite(y)
+    midx = np.nonzero(ok)[0]
+    index = {"x": x, "y": y, "measured_idx": midx, "measured": ok, "spacing": float(spacing)}
+    if row is not None and col is not None and midx.size:
+        row = np.asarray(row, dtype=np.int64)
+        col = np.asarray(col, dtype=np.int64)
+        if row[midx].min() >= 0 and col[midx].min() >= 0:
+            lookup = np.full((row[midx].max() + 1, col[midx].max() + 1), -1, dtype=np.int64)
+            lookup[row[midx], col[midx]] = midx
+            index.update(row=row, col=col, lookup=lookup)
+    if "lookup" not in index and midx.size:
+        index["tree"] = cKDTree(np.c_[x[midx], y[midx]])
+    if not midx.size:
+        return index
+    x0, y0 = x[midx].min(), y[midx].min()
+    extent = max(x[midx].max() - x0, y[midx].max() - y0, spacing)
+    cell = max(float(spacing), extent / np.sqrt(max_cells))
+    shape = (int((y[midx].max() - y0) // cell) + 1, int((x[midx].max() - x0) // cell) + 1)
+    ci = ((y[midx] - y0) // cell).astype(np.int64)
+    cj = ((x[midx] - x0) // cell).astype(np.int64)
+    flat = ci * shape[1] + cj
+    xm, ym = x[midx], y[midx]
+    k = coef.shape[1]
+    sat = np.zeros((6 + 3 * k, shape[0] + 1, shape[1] + 1))
+    # channel by channel (_channels' order): no N x (6 + 3k) array in memory
+    base = [None, xm, ym, xm * xm, xm * ym, ym * ym]
+    for ch in range(6 + 3 * k):
+        if ch < 6:
+            weight = base[ch]
+        else:
+            v = coef[midx, (ch - 6) % k].astype(np.float64)
+            weight = v if ch < 6 + k else (xm * v if ch < 6 + 2 * k else ym * v)
+        grid = np.bincount(flat, weight, shape[0] * shape[1]).reshape(shape)
+        np.cumsum(grid, axis=0, out=grid)
+        np.cumsum(grid, axis=1, out=sat[ch, 1:, 1:])
+    index.update(origin=(x0, y0), cell=cell, shape=shape, sat=sat)
+    return index
+
+
+def _channels(x, y, values):
+    """Per-pixel moments 1, x, y, xx, xy, yy, v, x v, y v (v: k columns) of the ring plane."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.concatenate([np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=1),
+                           values, x[:, None] * values, y[:, None] * values], axis=1)
+
+
+def _cell_of(index, x, y):
+    x0, y0 = index["origin"]
+    return (np.floor((y - y0) / index["cell"]).astype(np.int64),
+            np.floor((x - x0) / index["cell"]).astype(np.int64))
+
+
+def _box_bounds(index, cx, cy, half):
+    """Cell bounds [i0, i1) x [j0, j1) of the square of half-width `half` about each centre."""
+    ci0, cj0 = _cell_of(index, cx - half, cy - half)
+    ci1, cj1 = _cell_of(index, cx + half, cy + half)
+    ni, nj = index["shape"]
+    return (np.clip(ci0, 0, ni), np.clip(ci1 + 1, 0, ni),
+            np.clip(cj0, 0, nj), np.clip(cj1 + 1, 0, nj))
+
+
+def _box_sum(sat, bounds):
+    i0, i1, j0, j1 = bounds
+    return (sat[:, i1, j1] - sat[:, i0, j1] - sat[:, i1, j0] + sat[:, i0, j0]).T
+
+
+def _ring_planes(index, coef, cx, cy, r_in, r_out, moved, valid):
+    """Ring plane at each centre (B x k; NaN rows: ring too thin). The ring is the square
+    annulus of half-widths r_in .. r_out on the cell raster; the footprint's own pixels in it
+    (moved[valid]) are taken out."""
+    outer = _box_bounds(index, cx, cy, r_out)
+    inner = _box_bounds(index, cx, cy, r_in)
+    mom = _box_sum(index["sat"], outer) - _box_sum(index["sat"], inner)
+    # footprint pixels whose cell is in the annulus leave the ring
+    ci, cj = _cell_of(index, index["x"][moved], index["y"][moved])
+    rows = np.arange(moved.shape[0])[:, None]
+    in_outer = ((ci >= outer[0][rows]) & (ci < outer[1][rows]) & (cj >= outer[2][rows])
+                & (cj < outer[3][rows]))
+    in_inner = ((ci >= inner[0][rows]) & (ci < inner[1][rows]) & (cj >= inner[2][rows])
+                & (cj < inner[3][rows]))
+    b, f = np.nonzero(valid & in_outer & ~in_inner)
+    if b.size:
+        pix = moved[b, f]
+        np.subtract.at(mom, b, _channels(index["x"][pix], index["y"][pix], coef[pix]))
+    k = coef.shape[1]
+    n, sx, sy, sxx, sxy, syy = mom[:, :6].T
+    sv, sxv, syv = mom[:, 6:6 + k], mom[:, 6 + k:6 + 2 * k], mom[:, 6 + 2 * k:]
+    # moments about the centre
+    dx = sx - cx * n
+    dy = sy - cy * n
+    gram = np.empty((cx.size, 3, 3))
+    gram[:, 0, 0] = n
+    gram[:, 0, 1] = gram[:, 1, 0] = dx
+    gram[:, 0, 2] = gram[:, 2, 0] = dy
+    gram[:, 1, 1] = sxx - 2 * cx * sx + cx * cx * n
+    gram[:, 1, 2] = gram[:, 2, 1] = sxy - cx * sy - cy * sx + cx * cy * n
+    gram[:, 2, 2] = syy - 2 * cy * sy + cy * cy * n
+    rhs = np.stack([sv, sxv - cx[:, None] * sv, syv - cy[:, None] * sv], axis=1)
+    out = np.full((cx.size, k), np.nan)
+    enough = n >= MIN_RING_PIXEL - 0.5
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = sv / n[:, None]
+        cond = np.full(cx.size, np.inf)
+        if enough.any():
+            cond[enough] = np.linalg.cond(gram[enough])
+    plane = enough & (cond < 1e8)
+    if plane.any():
+        out[plane] = np.linalg.solve(gram[plane], rhs[plane])[:, 0]
+    flat = enough & ~plane
+    out[flat] = mean[flat]
+    return out
+
+
+def _moves(index, foot, targets):
+    """Pixel indices (len(targets) x len(foot), -1 where unmeasured) of the footprint `foot`
+    moved so that its anchor (first pixel) lands on each target pixel."""
+    if "lookup" in index:
+        dr = index["row"][targets] - index["row"][foot[0]]
+        dc = index["col"][targets] - index["col"][foot[0]]
+        r = index["row"][foot][None, :] + dr[:, None]
+        c = index["col"][foot][None, :] + dc[:, None]
+        shape = index["lookup"].shape
+        inside = (r >= 0) & (r < shape[0]) & (c >= 0) & (c < shape[1])
+        out = np.full(r.shape, -1, dtype=np.int64)
+        out[inside] = index["lookup"][r[inside], c[inside]]
+        return out
+    x, y = index["x"], index["y"]
+    dx = x[targets] - x[foot[0]]
+    dy = y[targets] - y[foot[0]]
+    pts = np.stack([x[foot][None, :] + dx[:, None], y[foot][None, :] + dy[:, None]], axis=-1)
+    dist, near = index["tree"].query(pts.reshape(-1, 2),
+                                     distance_upper_bound=POINT_MATCH_SPACING * index["spacing"])
+    out = np.where(np.isfinite(dist), index["measured_idx"][np.minimum(
+        near, index["measured_idx"].size - 1)], -1)
+    return out.reshape(targets.size, foot.size)
+
+
+def placement_contrasts(index, coef, moved, valid, r_in, r_out):
+    """Contrast coefficients (B x k) of footprints `moved` (B x n pixel indices, valid mask):
+    mean over the valid pixels minus the ring plane at their centroid; NaN rows without ring."""
+    w = valid.astype(np.float64)
+    num = w.sum(axis=1)
+    safe = np.where(valid, moved, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cx = (w * index["x"][safe]).sum(axis=1) / num
+        cy = (w * index["y"][safe]).sum(axis=1) / num
+        # invalid entries point at pixel 0, which may be unmeasured (NaN): zeroed, not weighted
+        values = np.where(valid[..., None], coef[safe], 0.0)
+        mean = np.einsum("bn,bnk->bk", w, values) / num[:, None]
+    return mean - _ring_planes(index, coef, cx, cy, r_in, r_out, safe, valid)
+
+
+def footprint_contrast(index, coef, pixels, r_in, r_out):
+    """Contrast coefficients (k,) of one footprint, NaN without a ring (module docstring)."""
+    pixels = np.asarray(pixels, dtype=np.int64)[None, :]
+    return placement_contrasts(index, coef, pixels, index["measured"][pixels], r_in, r_out)[0]
+
+
+# ---------------------------------------------------------------------------- p-values
+def robust_moments(draws, keep=TRIM_QUANTILE, iterations=3):
+    """Location and covariance of the draws (M x k) without outliers: draws beyond the keep
+    quantile of chi2(k) are dropped and the moments recomputed (three times), the covariance
+    corrected for the truncation of a normal at that ellipsoid (x q / F_chi2(k+2)(c_q)).
+    A placement that lands on another hotspot or an unwrapping-error patch is such an outlier:
+    it must not widen the null of the others."""
+    draws = np.asarray(draws, dtype=np.float64)
+    m, k = draws.shape
+    cut = stats.chi2.ppf(keep, k)
+    factor = keep / stats.chi2.cdf(cut, k + 2)
+    use = np.ones(m, dtype=bool)
+    for _ in range(iterations):
+        mean = draws[use].mean(axis=0)
+        dev = draws[use] - mean
+        cov = dev.T @ dev / max(use.sum() - 1, 1)
+        if use.sum() < m:
+            cov = cov * factor
+        prec = np.linalg.pinv(cov)
+        diff = draws - mean
+        dist = np.einsum("ij,jk,ik->i", diff, prec, diff)
+        new = dist <= cut
+        if new.sum() <= k + 1 or np.array_equal(new, use):
+            break
+        use = new
+    return mean, cov
+
+
+def null_pvalue(observed, draws):
+    """(p, p_mc, distance, exceedances) of the observed contrast (k,) against null draws
+    (M x k): robust location and covariance of the draws (robust_moments), the observation's
+    Mahalanobis distance to them, its Gaussian tail (the prediction ellipse, F(k, M - k))
+    and, for information, the Monte Carlo p-value against the draws' own distances
+    (module docstring)."""
+    draws = np.asarray(draws, dtype=np.float64)
+    observed = np.asarray(observed, dtype=np.float64)
+    m, k = draws.shape
+    mean, cov = robust_moments(draws)
+    prec = np.linalg.pinv(cov)
+    diff = observed - mean
+    dist = float(diff @ prec @ diff)
+    null = np.einsum("ij,jk,ik->i", draws - mean, prec, draws - mean)
+    exceed = int(np.sum(null >= dist))
+    p_mc = (1.0 + exceed) / (1.0 + m)
+    f = dist * m * (m - k) / ((m + 1.0) * (m - 1.0) * k)
+    p = float(stats.f.sf(f, k, m - k)) if m > k else np.nan
+    return p, p_mc, dist, exceed
+
+
+def _footprint(index, pixels, rng):
+    """The footprint: at most MAX_FOOTPRINT measured pixels (seeded subsample), its anchor
+    (the pixel nearest its centroid) first."""
+    pixels = np.asarray(pixels, dtype=np.int64)
+    pixels = pixels[index["measured"][pixels]]
+    if pixels.size > MAX_FOOTPRINT:
+        pixels = np.sort(rng.choice(pixels, MAX_FOOTPRINT, replace=False))
+    if not pixels.size:
+        return pixels
+    x, y = index["x"][pixels], index["y"][pixels]
+    anchor = int(np.argmin(np.hypot(x - x.mean(), y - y.mean())))
+    return np.r_[pixels[anchor], np.delete(pixels, anchor)]
+
+
+def null_draws(index, coef, foot, r_in, r_out, labels, own_id, num, rng):
+    """Contrast coefficients (<= num x k) of the footprint `foot` (anchor first) at random
+    places: module docstring. A placement must miss the pixels labelled own_id."""
+    need = int(np.ceil(MIN_MEASURED * foot.size))
+    out = []
+    midx = index["measured_idx"]
+    batch = int(max(8, min(2 * num, 1e6 // max(foot.size, 1))))
+    attempts, total = 0, 0
+    while total < num and attempts < MAX_ATTEMPT_FACTOR * num:
+        targets = midx[rng.integers(0, midx.size, size=batch)]
+        attempts += batch
+        moved = _moves(index, foot, targets)
+        valid = moved >= 0
+        hit_own = np.any(valid & (labels[np.maximum(moved, 0)] == own_id), axis=1)
+        ok = np.nonzero((valid.sum(axis=1) >= need) & ~hit_own)[0]
+        if not ok.size:
+            continue
+        v = placement_contrasts(index, coef, moved[ok], valid[ok], r_in, r_out)
+        v = v[np.all(np.isfinite(v), axis=1)][:num - total]
+        out.append(v)
+        total += v.shape[0]
+    return np.concatenate(out) if out else np.zeros((0, coef.shape[1]))
+
+
+def cluster_pvalue(index, coef, pixels, r_in, r_out, labels, own_id, rng, num_null=NUM_NULL):
+    """dict(p, p_mc, distance, num_null, mean, cov, contrast) of one cluster (its pixel
+    indices, labelled own_id in labels) against its spatial null, M adaptive (module
+    docstring); p NaN when untestable."""
+    k = coef.shape[1]
+    res = {"p": np.nan, "p_mc": np.nan, "distance": np.nan, "num_null": 0,
+           "mean": np.full(k, np.nan), "cov": np.full((k, k), np.nan),
+           "contrast": np.full(k, np.nan)}
+    foot = _footprint(index, pixels, rng)
+    if not foot.size:
+        return res
+    res["contrast"] = obs = footprint_contrast(index, coef, foot, r_in, r_out)
+    if not np.all(np.isfinite(obs)):
+        return res
+    draws = null_draws(index, coef, foot, r_in, r_out, labels, own_id, num_null, rng)
+    res["num_null"] = draws.shape[0]
+    if draws.shape[0] < max(MIN_NULL, k + 2):
+        return res
+    p, p_mc, dist, _ = null_pvalue(obs, draws)
+    mean, cov = robust_moments(draws)
+    res.update(p=p, p_mc=p_mc, distance=dist, num_null=draws.shape[0], mean=mean, cov=cov)
+    return res
+
+
+def fdr_qvalues(p):
+    """Benjamini-Hochberg q-values (scipy) of the finite entries of p; NaN elsewhere."""
+    p = np.asarray(p, dtype=np.float64)
+    q = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        q[ok] = stats.false_discovery_control(p[ok], method="bh")
+    return q
+
+
+def candidate_pvalues(index, coef, labels, ids, rows, r_in, r_out, rng, cache=None):
+    """Spatial-null test of the clusters ids[rows] (labels: per-pixel cluster id; r_in, r_out:
+    ring half-widths per cluster, km). Returns per-cluster arrays (len(ids); NaN / 0 where not
+    tested): p, p_mc, distance, num_null, and contrast / null mean (len x k) and null
+    covariance (len x k x k) for the fragment test. cache: a dict kept between calls on the
+    same scene; a cluster with the same pixels and ring is not tested again (the dispersion
+    step recomputes its table after splits and merges that change a few clusters)."""
+    m, k = len(ids), coef.shape[1]
+    out = {"p": np.full(m, np.nan), "p_mc": np.full(m, np.nan), "distance": np.full(m, np.nan),
+           "num_null": np.zeros(m, dtype=np.int32), "contrast": np.full((m, k), np.nan),
+           "mean": np.full((m, k), np.nan), "cov": np.full((m, k, k), np.nan)}
+    labels = np.asarray(labels)
+    rows = np.asarray(rows, dtype=np.int64)
+    if not rows.size or "sat" not in index:
+        return out
+    order = np.argsort(labels, kind="stable")
+    sorted_labels = labels[order]
+    for c in rows:
+        lo, hi = np.searchsorted(sorted_labels, [ids[c], ids[c] + 1])
+        pixels = np.sort(order[lo:hi])
+        key = (hash(pixels.tobytes()), pixels.size, round(float(r_in[c]), 9),
+               round(float(r_out[c]), 9))
+        res = None if cache is None else cache.get(key)
+        if res is None:
+            res = cluster_pvalue(index, coef, pixels, float(r_in[c]), float(r_out[c]), labels,
+                                 ids[c], rng)
+            if cache is not None:
+                cache[key] = res
+        for key in out:
+            out[key][c] = res[key]
+    return out
+
+
+def velocity_columns(mean_series, ring_series, years):
+    """Least-squares linear velocity (unit / yr) of each cluster's mean series, of its ring
+    background and of their difference (what the hotspot does that its surroundings do not);
+    NaN without a ring."""
+    t = np.asarray(years, dtype=np.float64)
+    a = np.c_[np.ones_like(t), t - t.mean()]
+    pinv = np.linalg.pinv(a)[1]
+
+    def slope(series):
+        series = np.atleast_2d(np.asarray(series, dtype=np.float64))
+        ok = np.all(np.isfinite(series), axis=1)
+        out = np.full(series.shape[0], np.nan)
+        out[ok] = series[ok] @ pinv
+        return out
+
+    cluster = slope(mean_series)
+    ring = slope(ring_series)
+    return {"clusterVelocity": cluster, "ringVelocity": ring, "velocityContrast": cluster - ring}
+
+
+# ---------------------------------------------------------------------------- dispersion step
+def setup(stack_file, max_memory, fdr, seed, log):
+    """Per-pixel coefficients of the stack for the dispersion step (one stack read) and the
+    placements' own random generator (seeded: the placements do not depend on what else draws
+    random numbers, e.g. the block size), or None when the decision is not by false-discovery
+    rate (fdr None)."""
+    if fdr is None:
+        return None
+    import time
+    info = read_info(stack_file)
+    basis = temporal_basis(decimal_years(info.dates))
+    t0 = time.time()
+    coef = project_stack(stack_file, basis, max_memory)
+    log(f"dispersion: spatial null: {basis.shape[1]} smooth temporal components (periods >= "
+        f"{MIN_PERIOD_YR:g} yr) of {coef.shape[0]} series in {time.time() - t0:.1f} s")
+    return {"fdr": fdr, "coef": coef, "rng": np.random.default_rng([int(seed), 12])}
+
+
+def table_columns(spatial, table, labels, x, y, px, tested, spacing, corr_length, log):
+    """Adds pValueSpatial, pValueSpatialMC, qValue, contrastDistance and numNullPlacement of
+    the clusters `tested` to the dispersion table (ring radii as the step's ring: r_in =
+    2 S_d + spacing, r_out = r_in + max(correlation length, 3 spacings)); returns the null
+    statistics that hotspot.steps.same_feature needs, with the rate as "level"."""
+    import time
+    t0 = time.time()
+    if "index" not in spatial:
+        # the measured pixels and their positions are the same in every pass: built once
+        spatial["coef"][np.asarray(labels) < 0] = np.nan
+        spatial["index"] = scene_index(x, y, spatial["coef"], spacing, row=px.get("row"),
+                                       col=px.get("col"))
+    coef, index = spatial["coef"], spatial["index"]
+    r_in = 2.0 * table["standardDistance"] + spacing
+    r_out = r_in + max(corr_length, 3.0 * spacing)
+    rows = np.nonzero(tested)[0]
+    res = candidate_pvalues(index, coef, labels, table["clusterId"], rows, r_in, r_out,
+                            spatial["rng"], cache=spatial.setdefault("cache", {}))
+    q = fdr_qvalues(res["p"])
+    table.update({"pValueSpatial": res["p"], "pValueSpatialMC": res["p_mc"], "qValue": q,
+                  "contrastDistance": res["distance"], "numNullPlacement": res["num_null"]})
+    res["level"] = spatial["fdr"]
+    log(f"dispersion: spatial null of {rows.size} candidates ({int(res['num_null'].sum())} "
+        f"placements, {time.time() - t0:.1f} s): {int(np.sum(q <= spatial['fdr']))} with "
+        f"q <= {spatial['fdr']:g} (Benjamini-Hochberg)")
+    return res
