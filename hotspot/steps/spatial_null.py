@@ -476,12 +476,12 @@ def velocity_columns(mean_series, ring_series, years):
 
 
 # ---------------------------------------------------------------------------- dispersion step
-def setup(stack_file, max_memory, fdr, seed, log):
+def setup(stack_file, max_memory, fdr, seed, log, on=True):
     """Per-pixel coefficients of the stack for the dispersion step (one stack read) and the
     placements' own random generator (seeded: the placements do not depend on what else draws
     random numbers, e.g. the block size), or None when the decision is not by false-discovery
-    rate (fdr None)."""
-    if fdr is None:
+    rate and its p- and q-values are not wanted either (on False)."""
+    if not on:
         return None
     import time
     info = read_info(stack_file)
@@ -515,7 +515,9 @@ def table_columns(spatial, table, labels, x, y, px, tested, spacing, corr_length
     table.update({"pValueSpatial": res["p"], "pValueSpatialMC": res["p_mc"], "qValue": q,
                   "contrastDistance": res["distance"], "numNullPlacement": res["num_null"]})
     res["level"] = spatial["fdr"]
+    rate = spatial["fdr"] if spatial["fdr"] is not None else 0.05
     log(f"dispersion: spatial null of {rows.size} candidates ({int(res['num_null'].sum())} "
-        f"placements, {time.time() - t0:.1f} s): {int(np.sum(q <= spatial['fdr']))} with "
-        f"q <= {spatial['fdr']:g} (Benjamini-Hochberg)")
+        f"placements, {time.time() - t0:.1f} s): {int(np.sum(q <= rate))} with "
+        f"q <= {rate:g} (Benjamini-Hochberg)"
+        + ("" if spatial["fdr"] is not None else "; for information, the F-test decides"))
     return res
