@@ -32,10 +32,11 @@ Null
             by the vector from its anchor pixel (nearest its centroid) to a random measured
             pixel: exact pixel-to-pixel moves on a grid (row / col), the nearest measured point
             within 0.75 spacing for scattered points (the spacing of the points spread evenly
-            over the area they cover where that is larger: scatterers crowd along buildings). A placement is kept when >= MIN_MEASURED
-            of the footprint lands on measured pixels (its mean is then noisier than the
-            cluster's: conservative), none of them a pixel of the cluster
-            itself, and its ring has >= MIN_RING_PIXEL pixels; M = NUM_NULL (199) placements.
+            over the area they cover where that is larger: scatterers crowd along buildings).
+            A placement is kept when >= MIN_MEASURED of the footprint lands on measured pixels
+            (its mean is then noisier than the cluster's: conservative), none of them a pixel
+            of the cluster itself, and its ring has >= MIN_RING_PIXEL pixels; M = NUM_NULL
+            (199) placements, MIN_MEASURED = 1/2.
   ring      a square annulus of half-widths r_in .. r_out on a raster of at most MAX_CELLS cells
             (summed-area tables of the plane-fit moments: a placement's ring costs four look-ups
             whatever its size), the footprint's own pixels taken out.
