@@ -62,11 +62,12 @@ mean velocity is ~0, from noise):
     mergedCluster) and the table recomputed. A core never goes back into the rest of its
     parent, and a merge whose result is no hotspot (a weak fragment diluted it) keeps only
     its hotspots, or is undone when it has fewer than two.
-  * spatial null (falseDiscoveryRate, auto 0.05; hotspot.steps.spatial_null): the contrast's
+  * spatial null (hotspot.steps.spatial_null; p- and q-values always written, deciding when
+    falseDiscoveryRate is a rate, auto: no): the contrast's
     smooth temporal components are compared with the same statistic on the cluster's
     footprint moved to 199 random places of the same scene (pValueSpatial, pValueSpatialMC);
     Benjamini-Hochberg over the candidates gives qValue, and isSignificant = qValue <= the
-    rate replaces the F-test, Bonferroni and the empirical null (which stay for
+    rate replaces the F-test, Bonferroni and the empirical null (which decide with
     falseDiscoveryRate = no). The peak gate, the amplitude cores and the unwrapping-error
     check apply in both modes; fragments then merge only hotspot with hotspot, when
     hotspot.steps.same_feature finds them alike against the same null (not by
@@ -110,7 +111,8 @@ KEY = "hotspot.dispersion."
 # ---------------------------------------------------------------------------- the step
 def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, drop_insignificant,
                        corr_length, max_memory, seed, temporal_label=None,
-                       half_wavelength=None, amplitude=None, merge=True, fdr=None, log=print):
+                       half_wavelength=None, amplitude=None, merge=True, fdr=None,
+                       null_columns=False, log=print):
     """Per-cluster table (dict of arrays, M rows) and the hotspot pixel label (N).
 
     Reads the stack's displacement once, in blocks of at most max_memory GB, and once more
@@ -124,13 +126,15 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
     deformation feature that tskm split between temporal clusters: they are merged (module
     docstring).
     fdr: false-discovery rate of the spatial-null decision (hotspot.steps.spatial_null; None:
-    the F-test, Bonferroni and empirical null decide).
+    the F-test, Bonferroni and empirical null decide). null_columns: compute the spatial null's
+    p- and q-values also when they do not decide (fdr None).
     """
     kwargs = dict(max_sd=max_sd, min_pixel=min_pixel, alpha=alpha,
                   drop_insignificant=drop_insignificant, corr_length=corr_length,
                   max_memory=max_memory, seed=seed, temporal_label=temporal_label,
                   half_wavelength=half_wavelength, log=log,
-                  spatial=spatial_null.setup(stack_file, max_memory, fdr, seed, log))
+                  spatial=spatial_null.setup(stack_file, max_memory, fdr, seed, log,
+                                             on=null_columns or fdr is not None))
     labels = np.asarray(pixel_label, dtype=np.int64)
     table, hotspot_label, geo = _dispersion_pass(stack_file, labels, amplitude=amplitude,
                                                  **kwargs)
@@ -260,10 +264,10 @@ def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insig
     if spatial is not None:
         null = spatial_null.table_columns(spatial, table, labels, x, y, px,
                                           candidate & has_ring, spacing, corr_length, log)
-    table.update(select_hotspots(table, max_sd, min_pixel, alpha, drop_insignificant,
-                                 fdr=None if spatial is None else spatial["fdr"]))
+    fdr = None if spatial is None else spatial["fdr"]
+    table.update(select_hotspots(table, max_sd, min_pixel, alpha, drop_insignificant, fdr=fdr))
     num_significant = int((candidate & table["isSignificant"]).sum())
-    log((f"spatial null, Benjamini-Hochberg q <= {spatial['fdr']:g}" if spatial is not None else
+    log((f"spatial null, Benjamini-Hochberg q <= {fdr:g}" if fdr is not None else
          f"signal test (F, {dof} dof, family-wise alpha {alpha} over the candidates, "
          f"Bonferroni)") + f": {num_significant} of {int(candidate.sum())} "
         f"candidates significant; {int(table['isUnwrapError'].sum())} candidates are unwrapping "
@@ -275,7 +279,8 @@ def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insig
     table["xyOrigin"] = np.array([lon0, lat0])
     return table, hotspot_label, {"x": x, "y": y, "spacing": spacing, "contrast": contrast,
                                   "window": smooth_window(info.dates),
-                                  "amplitude_z": amplitude_z, "null": null}
+                                  "amplitude_z": amplitude_z,
+                                  "null": null if fdr is not None else None}
 
 
 # ---------------------------------------------------------------------------- I/O
@@ -434,7 +439,7 @@ def run(ctx):
         temporal_label=_temporal_label(ctx, info.num_pixel),
         half_wavelength=half_wavelength(ctx, info.attrs, opts["unwrap_check"], stack),
         amplitude=pixel_amplitude(ctx, opts["amplitude_core"], info.num_pixel), fdr=opts["fdr"],
-        log=ctx.log)
+        null_columns=True, log=ctx.log)
     write_outputs(ctx, table, hotspot_label, label_path, opts)
 
 

@@ -32,10 +32,11 @@ Null
             by the vector from its anchor pixel (nearest its centroid) to a random measured
             pixel: exact pixel-to-pixel moves on a grid (row / col), the nearest measured point
             within 0.75 spacing for scattered points (the spacing of the points spread evenly
-            over the area they cover where that is larger: scatterers crowd along buildings). A placement is kept when >= MIN_MEASURED
-            of the footprint lands on measured pixels (its mean is then noisier than the
-            cluster's: conservative), none of them a pixel of the cluster
-            itself, and its ring has >= MIN_RING_PIXEL pixels; M = NUM_NULL (199) placements.
+            over the area they cover where that is larger: scatterers crowd along buildings).
+            A placement is kept when >= MIN_MEASURED of the footprint lands on measured pixels
+            (its mean is then noisier than the cluster's: conservative), none of them a pixel
+            of the cluster itself, and its ring has >= MIN_RING_PIXEL pixels; M = NUM_NULL
+            (199) placements, MIN_MEASURED = 1/2.
   ring      a square annulus of half-widths r_in .. r_out on a raster of at most MAX_CELLS cells
             (summed-area tables of the plane-fit moments: a placement's ring costs four look-ups
             whatever its size), the footprint's own pixels taken out.
@@ -476,12 +477,12 @@ def velocity_columns(mean_series, ring_series, years):
 
 
 # ---------------------------------------------------------------------------- dispersion step
-def setup(stack_file, max_memory, fdr, seed, log):
+def setup(stack_file, max_memory, fdr, seed, log, on=True):
     """Per-pixel coefficients of the stack for the dispersion step (one stack read) and the
     placements' own random generator (seeded: the placements do not depend on what else draws
     random numbers, e.g. the block size), or None when the decision is not by false-discovery
-    rate (fdr None)."""
-    if fdr is None:
+    rate and its p- and q-values are not wanted either (on False)."""
+    if not on:
         return None
     import time
     info = read_info(stack_file)
@@ -515,7 +516,9 @@ def table_columns(spatial, table, labels, x, y, px, tested, spacing, corr_length
     table.update({"pValueSpatial": res["p"], "pValueSpatialMC": res["p_mc"], "qValue": q,
                   "contrastDistance": res["distance"], "numNullPlacement": res["num_null"]})
     res["level"] = spatial["fdr"]
+    rate = spatial["fdr"] if spatial["fdr"] is not None else 0.05
     log(f"dispersion: spatial null of {rows.size} candidates ({int(res['num_null'].sum())} "
-        f"placements, {time.time() - t0:.1f} s): {int(np.sum(q <= spatial['fdr']))} with "
-        f"q <= {spatial['fdr']:g} (Benjamini-Hochberg)")
+        f"placements, {time.time() - t0:.1f} s): {int(np.sum(q <= rate))} with "
+        f"q <= {rate:g} (Benjamini-Hochberg)"
+        + ("" if spatial["fdr"] is not None else "; for information, the F-test decides"))
     return res
