@@ -88,6 +88,14 @@ FIELDS = {
     "noise_level_mm": ("mm", "noise level of that contrast"),
     "p_value": ("1", "significance of the signal (F-test; dispersion step)"),
     "p_value_velocity": ("1", "z-test of the mean velocity against 0 (information only)"),
+    "p_value_spatial": ("1", "p-value of its contrast against the same footprint moved to random "
+                        "places of the scene (spatial null, dispersion step)"),
+    "q_value": ("1", "Benjamini-Hochberg q-value of p_value_spatial over the compact candidates "
+                "(decides when hotspot.dispersion.falseDiscoveryRate is set)"),
+    "velocity_mm_yr": ("mm/year", "linear LOS rate of the hotspot's mean series"),
+    "ring_velocity_mm_yr": ("mm/year", "linear LOS rate of its surroundings (ring background)"),
+    "velocity_contrast_mm_yr": ("mm/year", "velocity_mm_yr - ring_velocity_mm_yr: how much it "
+                                "moves against its surroundings"),
     "area_km2": ("km2", "geodesic area (WGS84) inside the hotspot's outline polygon: the union "
                  "of the pixel footprints (grids) or the buffered concave hull of the points, "
                  "gaps between points included"),
