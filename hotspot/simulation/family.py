@@ -71,7 +71,8 @@ from pathlib import Path
 import numpy as np
 
 from hotspot import products
-from hotspot.simulation.fields import FieldGenerator, Grid, choose_reference, sensor_attributes
+from hotspot.simulation.fields import (FieldGenerator, Grid, choose_reference, rasterise_hotspots,
+                                       scene_attributes, truth_labels)
 from hotspot.simulation.presets import (KM_PER_DEG, MIN_TEMP_COH, TRUTH_LEVEL, WAVELENGTH,
                                         Preset)
 from hotspot.simulation.scene import _chunk_depth, _write_mintpy
@@ -533,18 +534,6 @@ def place_hotspots(grid, drawn, mask, valid_fraction, min_pixel, rng, max_try=40
     return placed
 
 
-def rasterise(grid, hotspots):
-    """Profile values and hotspot ids on the grid (supports never overlap)."""
-    prof = np.zeros(grid.shape, dtype=np.float32)
-    ids = np.zeros(grid.shape, dtype=np.int32)
-    for hot in hotspots:
-        rs, cs, values = hot.profile(grid)
-        sub = values > 0
-        prof[rs, cs][sub] = values[sub]
-        ids[rs, cs][sub] = hot.hid
-    return prof, ids
-
-
 # ---------------------------------------------------------------- unwrapping errors
 
 def make_unwrap(grid, num_date, noise, support, mask, ref_yx, rng):
@@ -627,7 +616,8 @@ class FamilyScene:
         self.hotspots = place_hotspots(self.grid, p["hotspots"], self.mask,
                                        float(self.mask.mean()), sz.min_pixel,
                                        _rng(seed, _S_PLACE))
-        self.profile, self.profile_id = rasterise(self.grid, self.hotspots)
+        self.profile, self.profile_id = rasterise_hotspots(
+            self.grid, self.hotspots, footprint=lambda hot, grid: hot.profile(grid))
         support = self.profile > 0
         self.ref_yx = choose_reference(self.grid, self.coherence, self.mask, support,
                                        _rng(seed, _S_REF))
@@ -705,20 +695,10 @@ class FamilyScene:
             yield t, raw, stats
 
     def truth_raster(self):
-        truth = np.where(self.profile >= TRUTH_LEVEL, self.profile_id, 0).astype(np.int32)
-        truth[~self.mask] = -1
-        return truth
+        return truth_labels(self.profile, self.profile_id, self.mask)
 
     def attributes(self):
-        grid = self.grid
-        ry, rx = self.ref_yx
-        lat, lon = grid.lat_lon(ry, rx)
-        atr = {**sensor_attributes(), **grid.attributes()}
-        first, last = self.dates[0], self.dates[-1]
-        atr.update({"REF_Y": ry, "REF_X": rx, "REF_LAT": round(float(lat), 9),
-                    "REF_LON": round(float(lon), 9), "REF_DATE": first, "START_DATE": first,
-                    "END_DATE": last, "DATE12": f"{first[2:]}_{last[2:]}"})
-        return atr
+        return scene_attributes(self.grid, self.ref_yx, self.dates)
 
 
 # ---------------------------------------------------------------- writing

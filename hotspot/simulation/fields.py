@@ -212,12 +212,15 @@ def place_hotspots(grid, preset, amp_col, mask, rng, max_try=20000):
     return placed
 
 
-def rasterise_hotspots(grid, hotspots):
-    """Bowl values and hotspot ids on the grid (bowls never overlap)."""
+def rasterise_hotspots(grid, hotspots, footprint=None):
+    """Bowl values and hotspot ids on the grid (bowls never overlap).
+
+    footprint(hot, grid) -> (row slice, col slice, values); default hot.bowl(grid)."""
+    footprint = footprint or (lambda hot, g: hot.bowl(g))
     bowl = np.zeros(grid.shape, dtype=np.float32)
     ids = np.zeros(grid.shape, dtype=np.int32)
     for hot in hotspots:
-        rs, cs, values = hot.bowl(grid)
+        rs, cs, values = footprint(hot, grid)
         sub = values > 0
         bowl[rs, cs][sub] = values[sub]
         ids[rs, cs][sub] = hot.hid
@@ -264,3 +267,22 @@ def choose_reference(grid, coh, mask, support, rng):
         cand = np.flatnonzero(mask & ~support)
     flat = int(rng.choice(cand))
     return divmod(flat, grid.shape[1])
+
+
+def truth_labels(profile, ids, mask):
+    """Truth raster: hotspot id where the profile reaches TRUTH_LEVEL, 0 elsewhere, -1 masked."""
+    truth = np.where(profile >= TRUTH_LEVEL, ids, 0).astype(np.int32)
+    truth[~mask] = -1
+    return truth
+
+
+def scene_attributes(grid, ref_yx, dates):
+    """MintPy attributes of a simulated scene: sensor, grid, reference pixel and dates."""
+    ry, rx = ref_yx
+    lat, lon = grid.lat_lon(ry, rx)
+    atr = {**sensor_attributes(), **grid.attributes()}
+    first, last = dates[0], dates[-1]
+    atr.update({"REF_Y": ry, "REF_X": rx, "REF_LAT": round(float(lat), 9),
+                "REF_LON": round(float(lon), 9), "REF_DATE": first, "START_DATE": first,
+                "END_DATE": last, "DATE12": f"{first[2:]}_{last[2:]}"})
+    return atr

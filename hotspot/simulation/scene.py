@@ -74,7 +74,7 @@ import numpy as np
 from hotspot import products
 from hotspot.simulation.fields import (FieldGenerator, Grid, choose_reference, make_coherence,
                                        make_geometry, make_unwrap_patches, place_hotspots,
-                                       rasterise_hotspots, sensor_attributes)
+                                       rasterise_hotspots, scene_attributes, truth_labels)
 from hotspot.simulation.matfile import MatWriter, _TimeseriesMat
 from hotspot.simulation.presets import (ATMO_CORR_KM, DIFFICULTIES, MIN_TEMP_COH, PRESETS,
                                         SEASON_PEAK_BACKGROUND, SEASON_PEAK_HOTSPOT, TRUTH_LEVEL)
@@ -256,20 +256,10 @@ class Scene:
 
     # -- metadata
     def truth_raster(self):
-        truth = np.where(self.bowl >= TRUTH_LEVEL, self.bowl_id, 0).astype(np.int32)
-        truth[~self.mask] = -1
-        return truth
+        return truth_labels(self.bowl, self.bowl_id, self.mask)
 
     def attributes(self):
-        grid = self.grid
-        ry, rx = self.ref_yx
-        lat, lon = grid.lat_lon(ry, rx)
-        atr = {**sensor_attributes(), **grid.attributes()}
-        first, last = self.dates[0], self.dates[-1]
-        atr.update({"REF_Y": ry, "REF_X": rx, "REF_LAT": round(float(lat), 9),
-                    "REF_LON": round(float(lon), 9), "REF_DATE": first, "START_DATE": first,
-                    "END_DATE": last, "DATE12": f"{first[2:]}_{last[2:]}"})
-        return atr
+        return scene_attributes(self.grid, self.ref_yx, self.dates)
 
     def parameters(self):
         d = self.difficulty
