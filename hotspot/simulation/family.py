@@ -765,7 +765,9 @@ def simulate_family(outdir, seed, size="medium", null=False, geometry=None, prin
     Returns a dict name -> Path.  The truth is written last: it holds the noise level
     measured while the epochs are synthesised.
     """
-    from mintpy.utils import ptime, writefile
+    from mintpy.utils import writefile
+
+    from hotspot.utils.progress import progress_bar
     vprint = print if print_msg else (lambda *a, **k: None)
     outdir = Path(outdir)
     scene = FamilyScene(seed, size, null, geometry)
@@ -809,7 +811,7 @@ def simulate_family(outdir, seed, size="medium", null=False, geometry=None, prin
         # whole chunks per write: a partial-chunk write would read-modify-write each chunk
         depth = _chunk_depth(ts_tmp)
         buf = np.empty((depth, length, width), dtype=np.float32)
-        prog = ptime.progressBar(maxValue=num_date, prefix="epochs ", print_msg=print_msg)
+        prog = progress_bar(maxValue=num_date, prefix="epochs ", print_msg=print_msg)
         t0 = 0
         for t, disp, (turb_std, nuisance_std) in scene.epochs():
             turb_var.append(turb_std ** 2)
