@@ -130,15 +130,21 @@ VARIANT_LINKS = (products.STACK, products.DBSCAN, products.TSKM, products.COVARI
                  products.FILTERED, products.TRUTH)
 
 
-def run_variant(scene_dir, seed, name, settings):
-    """Dispersion alone on the clusters of a finished fast run, with other template keys."""
+def run_variant(scene_dir, seed, name, settings, override=None):
+    """Dispersion alone on the clusters of a finished fast run, with other template keys;
+    override: a sub-folder of the scene whose files replace the fast run's (e.g. a
+    covariogram.h5 made with other keys)."""
     from hotspot.simulation import score_files
     work = scene_dir / f"var_{name}"
     work.mkdir(exist_ok=True)
     for file in VARIANT_LINKS:
         link = work / file
-        if (scene_dir / file).is_file() and not link.exists():
-            link.symlink_to((scene_dir / file).resolve())
+        source = scene_dir / file
+        if override and (scene_dir / override / file).is_file():
+            source = scene_dir / override / file
+        if source.is_file():
+            link.unlink(missing_ok=True)
+            link.symlink_to(source.resolve())
     template = work / "variant.cfg"
     template.write_text("".join(f"{k} = {v}\n" for k, v in
                                 [("hotspot.randomSeed", seed), *settings]))
@@ -293,6 +299,8 @@ def main(argv=None):
                         "this name, with the --set keys")
     parser.add_argument("--set", dest="settings", action="append", default=[],
                         metavar="KEY=VALUE", help="template key of the variant (repeatable)")
+    parser.add_argument("--override", metavar="SUBDIR",
+                        help="with --variant: files in <scene>/SUBDIR replace the fast run's")
     inps = parser.parse_args(argv)
     settings = [tuple(part.strip() for part in kv.split("=", 1)) for kv in inps.settings]
     if any(len(kv) != 2 for kv in settings):
@@ -319,7 +327,7 @@ def main(argv=None):
         if inps.variant:
             if not (root / folder / "score_fast.json").is_file():
                 parser.error(f"{root / folder}: no fast run to take the clusters from")
-            record = run_variant(root / folder, seed, inps.variant, settings)
+            record = run_variant(root / folder, seed, inps.variant, settings, inps.override)
             record["null"] = null
             _atomic_json(score_file, record)
             print(f"{folder}: variant {inps.variant} {record['pipeline_seconds']:.0f} s"

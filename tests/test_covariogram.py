@@ -84,6 +84,41 @@ def test_recovers_exponential_correlation_length(field_dir, make_ctx):
     assert (count[1:] > 1000).all()
 
 
+def test_deramp_removes_a_ramp_per_epoch_and_recovers_the_length(tmp_path, make_ctx):
+    """A random plane per epoch (an orbit ramp, 3x the field's std across the scene) on top of
+    a 5 km exponential field: deramp = yes (auto) finds the field's length, deramp = no the
+    ramp's tens of km (what the family scenes of issue 12 showed)."""
+    ny = nx = 100
+    rng = np.random.default_rng(3)
+    disp = 0.01 * exponential_field(ny, nx, DX_KM, 5.0, 60, rng)
+    lon, lat, row, col, attrs = grid_lonlat(ny, nx)
+    x, y = (col.ravel() - nx / 2) * DX_KM, (row.ravel() - ny / 2) * DX_KM
+    slope = rng.normal(0, 0.03 / 50, (2, 60))        # m/km: +-3 cm over the 50 km scene
+    disp += x[:, None] * slope[0] + y[:, None] * slope[1]
+    dates = [f"{2016 + k // 12}{k % 12 + 1:02d}15" for k in range(60)]
+    lengths = {}
+    for deramp in ("auto", "no"):
+        work = tmp_path / deramp
+        work.mkdir()
+        write_stack(work / "hotspotStack.h5", disp, dates, lat, lon, attrs=attrs, row=row,
+                    col=col)
+        cg.run(make_ctx(work, **{"hotspot.covariogram.deramp": deramp}))
+        lengths[deramp] = cg.read_correlation_length(work)
+        with h5py.File(work / "covariogram.h5", "r") as f:
+            assert f.attrs["DERAMP"] == ("plane per epoch" if deramp == "auto" else "no")
+    assert lengths["auto"] == pytest.approx(5.0, rel=0.25)
+    assert lengths["no"] > 2 * lengths["auto"]
+
+
+def test_deramp_plane_is_exact_on_a_plane():
+    rng = np.random.default_rng(0)
+    lon, lat = rng.uniform(-118, -117.9, 500), rng.uniform(34, 34.1, 500)
+    plane = (0.1 + 2 * (lon[:, None] + 118) - 3 * (lat[:, None] - 34)) * rng.normal(size=(1, 7))
+    left = cg.deramp_plane(lon, lat, plane.astype(np.float32))
+    assert left.dtype == np.float32 and left.shape == (500, 7)
+    assert np.abs(left).max() < 1e-6 * np.abs(plane).max()
+
+
 def test_same_seed_same_result_other_seed_differs(field_dir, tmp_path):
     stack = field_dir / "hotspotStack.h5"
     lon, lat, anom = cg.read_sample(stack, 3000, seed=1, max_memory=1, log=lambda m: None)
@@ -217,11 +252,12 @@ def test_update_mode_skips_a_finished_run(field_dir, make_ctx):
 
 
 # ---------------------------------------------------------------- auto range and fallback
-def auto_context(make_ctx, workdir, num_pair=300_000):
+def auto_context(make_ctx, workdir, num_pair=300_000, deramp="auto"):
     """Bins and range left to auto; numPair set so that the tests stay fast."""
     return make_ctx(workdir, **{"hotspot.covariogram.numPair": num_pair,
                                 "hotspot.covariogram.binSize": "auto",
-                                "hotspot.covariogram.maxDistance": "auto"})
+                                "hotspot.covariogram.maxDistance": "auto",
+                                "hotspot.covariogram.deramp": deramp})
 
 
 def point_stack(path, lon, lat, disp):
@@ -278,7 +314,9 @@ def test_exponential_field_04km_on_3km_scene_is_resolved(tmp_path, capsys, make_
     # of a 0.4 km correlation length in the first bin
     rng = np.random.default_rng(5)
     small_scene(tmp_path, 0.01 * exponential_field(60, 60, 0.05, 0.4, 40, rng), 0.05)
-    cg.run(auto_context(make_ctx, tmp_path))
+    # the bins are under test: a plane removed from a scene only 7 lengths wide takes part of
+    # the field's own variance with it (0.29 km with deramp), see the deramp test
+    cg.run(auto_context(make_ctx, tmp_path, deramp="no"))
     with h5py.File(tmp_path / "covariogram.h5", "r") as f:
         attrs = dict(f.attrs)
         count = f["pairCount"][:]
@@ -318,7 +356,8 @@ def test_flat_field_falls_back_with_source_and_warning(tmp_path, capsys, make_ct
 def test_scene_smaller_than_its_correlation_length_falls_back(tmp_path, capsys, make_ctx):
     rng = np.random.default_rng(7)
     small_scene(tmp_path, 0.01 * exponential_field(50, 50, 0.06, 30.0, 30, rng), 0.06)
-    cg.run(auto_context(make_ctx, tmp_path, num_pair=100_000))
+    # without deramp: across 3 km a 30 km field is nearly a plane, which deramp removes
+    cg.run(auto_context(make_ctx, tmp_path, num_pair=100_000, deramp="no"))
     attrs = dict(h5py.File(tmp_path / "covariogram.h5", "r").attrs)
     assert attrs["CORRELATION_LENGTH_SOURCE"].startswith("fallback: ")
     assert attrs["CORRELATION_LENGTH_KM"] == pytest.approx(0.1 * 49 * 0.06, rel=1e-3)
@@ -339,7 +378,8 @@ def test_decay_within_the_first_bin_is_a_nugget(tmp_path, make_ctx):
     lat = np.concatenate([lat0 + dy / KM_PER_DEG for _, dy in offsets])
     disp = np.concatenate([field + own] * len(offsets)) + 0.002 * rng.standard_normal((4 * n * n, t))
     point_stack(tmp_path / "hotspotStack.h5", lon, lat, disp)
-    cg.run(auto_context(make_ctx, tmp_path))
+    # the nugget is under test; a plane removed from this 3 km scene shortens 0.5 to 0.34 km
+    cg.run(auto_context(make_ctx, tmp_path, deramp="no"))
     attrs = dict(h5py.File(tmp_path / "covariogram.h5", "r").attrs)
     assert attrs["FIT_FIRST_BIN"] == 1 and "nugget" in attrs["FIT_NOTE"]
     assert attrs["CORRELATION_LENGTH_SOURCE"].startswith("fit (")

@@ -6,6 +6,21 @@ Estimator (eq. 3 of Tiwari & Shirzaei 2024, with each series' temporal mean remo
     C(h_b)  = mean of c_ij over the pairs whose great-circle distance falls in bin b
 Pixels with a NaN epoch are left out.
 
+Deramp (deramp = auto: yes): before the pair products, the plane a(t) + b(t) x + c(t) y fitted
+by least squares to the sampled anomalies of each epoch is removed (MintPy's `deramp = linear`
+on the sample). The covariogram is then that of what the later steps see: the dispersion
+step's ring background and the spatial null subtract a plane around every cluster, so ramps
+(orbits, long-wavelength troposphere) are not noise a hotspot must beat, and, left in, they
+dominate the covariance: measured on the family scenes of issue 12 (ramps of 0-6 mm, a 10 km
+seasonal background, stratified troposphere), the covariance fell almost linearly over the
+30 km range and the fitted correlation length was 12-32 km (over half of maxDistance on 7 of
+9 scenes), which made every cluster of the scene compact (maxStandardDistance) and the ring of
+every cluster the whole scene; after the plane it decays to 1/e within ~3-4 km
+(docs/quality.md). On a scene only a few correlation lengths wide the plane also takes part of
+the field's own long-range variance, so the length comes out shorter (tests: a 0.4 km field on
+a 3 km scene gives 0.29 km, 0.5 km gives 0.34 km; 5 km on a 50 km scene stays within 20 %),
+which is again the scale left once a plane is removed.
+
 Sampling (why it is fast): random row reads from a 3 GB HDF5 stack are slow, so the
 stack is read once, block by block, keeping a random subset of at most MAX_SAMPLE_PIXEL
 pixels (fewer if mintpy.compute.maxMemory is small).  Pairs are drawn among that subset
@@ -106,11 +121,21 @@ def read_settings(config):
                                "expected a distance > 0 (km)")
     if bin_size is not None and max_distance is not None:
         check_range(bin_size, max_distance, config.source)
-    return num_pair, bin_size, max_distance, model
+    deramp = config.is_auto(KEYS["deramp"]) or config.get_bool(KEYS["deramp"])
+    return num_pair, bin_size, max_distance, model, deramp
+
+
+def deramp_plane(lon, lat, anomaly):
+    """anomaly minus the least-squares plane a + b x + c y of each epoch (float32, in place
+    of a copy); x, y km about the sample's mean position."""
+    x, y = lonlat_to_xy_km(lon, lat, float(np.mean(lon)), float(np.mean(lat)))
+    design = np.c_[np.ones_like(x), x, y]
+    coef, *_ = np.linalg.lstsq(design, anomaly.astype(np.float64), rcond=None)
+    return (anomaly - (design @ coef).astype(np.float32)).astype(np.float32)
 
 
 def run(ctx):
-    num_pair, bin_size, max_distance, model = read_settings(ctx.config)
+    num_pair, bin_size, max_distance, model, deramp = read_settings(ctx.config)
     stack_file = ctx.path(STACK_FILE)
     info = read_info(stack_file)
     # Half of maxMemory for the kept subset; the other half for the read block.
@@ -118,6 +143,11 @@ def run(ctx):
     max_pixel = max(2, min(MAX_SAMPLE_PIXEL, mem_pixels))
     lon, lat, anomaly = read_sample(stack_file, max_pixel, ctx.config.seed,
                                     ctx.config.max_memory, log=ctx.log)
+    if deramp:
+        anomaly = deramp_plane(lon, lat, anomaly)
+        ctx.log(f"{KEYS['deramp']} = yes: a plane a + b x + c y removed from each epoch of the "
+                f"{lon.size} sampled pixels (what the ring background of the dispersion step "
+                "removes)")
     pos = read_pixels(stack_file, ["longitude", "latitude"])
     geometry = scene_geometry(pos["longitude"], pos["latitude"], ctx.config.seed)
     bin_size, max_distance, how = auto_range(geometry, bin_size, max_distance,
@@ -144,7 +174,9 @@ def run(ctx):
                 f"using the fallback {FALLBACK_RULE} = {result['length']:.3f} km. Set "
                 "hotspot.dbscan.eps, hotspot.dispersion.maxStandardDistance and "
                 "hotspot.train_lstm.blockSize to override it")
-    out = write_covariogram(ctx.path(COV_FILE), result, ctx.step_attrs("covariogram"),
+    out = write_covariogram(ctx.path(COV_FILE), result,
+                            {"DERAMP": "plane per epoch" if deramp else "no",
+                             **ctx.step_attrs("covariogram")},
                             num_sample_pixel=lon.size, num_pixel=info.num_pixel,
                             geometry=geometry, how=how)
     ctx.log(f"write {out}")

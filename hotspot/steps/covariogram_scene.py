@@ -15,7 +15,8 @@ import numpy as np
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.geo import lonlat_to_xy_km, pixel_spacing
 
-KEYS = {k: f"hotspot.covariogram.{k}" for k in ("numPair", "binSize", "maxDistance", "model")}
+KEYS = {k: f"hotspot.covariogram.{k}" for k in ("numPair", "binSize", "maxDistance", "model",
+                                                "deramp")}
 # Auto range and bins (module docstring): today's 0.5 km bins over 30 km on large scenes.
 MAX_DISTANCE_KM = 30.0
 MAX_DISTANCE_FRACTION = 0.5
