@@ -6,6 +6,8 @@
     python benchmarks/bench_family.py --dir /tmp/fam --seeds 0-5 --null-seeds 0-2 --full
     python benchmarks/bench_family.py --dir /tmp/fam --seeds 1000-1039 --null-seeds 1000-1029 \\
         --full --held-out                                                     # the final report
+    python benchmarks/bench_family.py --dir /tmp/fam --seeds 0-5 --variant fdr \\
+        --set hotspot.dispersion.falseDiscoveryRate=0.05      # dispersion only, other keys
 
 Protocol: seeds < 1000 are for tuning; seeds >= 1000 are held out, run once for the final
 report (README + docs/quality.md) with the commit that produced them; the script refuses
@@ -25,6 +27,12 @@ per scene detected / eligible (peak >= 3 x the scene's noise level, see
 hotspot.simulation.family) / false hotspots of hotspot.h5; totals; detection rate of
 eligible hotspots by signal type, shape and size class; false hotspots per null scene.
 Medium scene: ~2-3 min on 2 shared cores (--full: plus the LSTM training).
+
+--variant NAME [--set KEY=VALUE ...]: re-runs only the dispersion step of scenes whose fast run
+exists, in DIR/<scene>/var_NAME (links to the stack, the label files, the covariogram and the
+band-passed series; a template with the seed and the --set keys), scores it into
+score_var_NAME.json and reports into report_var_NAME.md: a decision rule is compared on the
+same clusters in ~30 s a scene.
 """
 import argparse
 import json
@@ -114,6 +122,35 @@ def run_scene(workdir, seed, null, full, size="medium"):
               "pipeline_cpu_seconds": round(_children_cpu() - cpu0, 1),
               "scene": scene_info(truth), "error": None if rc == 0 else _last_error(log)}
     record["scores"] = score_outputs(workdir, score_files) if rc == 0 else {}
+    return record
+
+
+# what the dispersion step reads from a fast run (hotspotTruth.h5 for the score)
+VARIANT_LINKS = (products.STACK, products.DBSCAN, products.TSKM, products.COVARIOGRAM,
+                 products.FILTERED, products.TRUTH)
+
+
+def run_variant(scene_dir, seed, name, settings):
+    """Dispersion alone on the clusters of a finished fast run, with other template keys."""
+    from hotspot.simulation import score_files
+    work = scene_dir / f"var_{name}"
+    work.mkdir(exist_ok=True)
+    for file in VARIANT_LINKS:
+        link = work / file
+        if (scene_dir / file).is_file() and not link.exists():
+            link.symlink_to((scene_dir / file).resolve())
+    template = work / "variant.cfg"
+    template.write_text("".join(f"{k} = {v}\n" for k, v in
+                                [("hotspot.randomSeed", seed), *settings]))
+    log = work / "dispersion.log"
+    log.unlink(missing_ok=True)
+    t0 = time.time()
+    rc = _run_app(template, ["--dostep", "dispersion", "--force"], log)
+    record = {"seed": seed, "mode": f"var_{name}", "settings": settings, "commit": commit(),
+              "pipeline_seconds": round(time.time() - t0, 1), "pipeline_cpu_seconds": None,
+              "scene": scene_info(scene_dir / products.TRUTH),
+              "error": None if rc == 0 else _last_error(log)}
+    record["scores"] = score_outputs(work, score_files) if rc == 0 else {}
     return record
 
 
@@ -252,7 +289,16 @@ def main(argv=None):
                              "%(default)s)")
     parser.add_argument("--rescore", action="store_true",
                         help="score existing outputs again (no simulation, no pipeline run)")
+    parser.add_argument("--variant", help="re-run only dispersion of finished fast runs under "
+                        "this name, with the --set keys")
+    parser.add_argument("--set", dest="settings", action="append", default=[],
+                        metavar="KEY=VALUE", help="template key of the variant (repeatable)")
     inps = parser.parse_args(argv)
+    settings = [tuple(part.strip() for part in kv.split("=", 1)) for kv in inps.settings]
+    if any(len(kv) != 2 for kv in settings):
+        parser.error("--set takes KEY=VALUE")
+    if settings and not inps.variant:
+        parser.error("--set needs --variant NAME")
     from hotspot.simulation.family import HELD_OUT_SEED
     scenes = [(s, inps.null) for s in parse_seeds(inps.seeds)]
     scenes += [(s, True) for s in parse_seeds(inps.null_seeds)]
@@ -262,7 +308,7 @@ def main(argv=None):
     if held and not inps.held_out:
         parser.error(f"seeds {held[0]}..{held[-1]} are held out (>= {HELD_OUT_SEED}); they are "
                      "run once, for the final report, with --held-out")
-    mode = "full" if inps.full else "fast"
+    mode = f"var_{inps.variant}" if inps.variant else "full" if inps.full else "fast"
     root = Path(inps.dir)
     records = []
     for seed, null in scenes:
@@ -270,7 +316,15 @@ def main(argv=None):
         if inps.size != "medium":
             folder += f"_{inps.size}"
         score_file = root / folder / f"score_{mode}.json"
-        if score_file.is_file() and not inps.rescore:
+        if inps.variant:
+            if not (root / folder / "score_fast.json").is_file():
+                parser.error(f"{root / folder}: no fast run to take the clusters from")
+            record = run_variant(root / folder, seed, inps.variant, settings)
+            record["null"] = null
+            _atomic_json(score_file, record)
+            print(f"{folder}: variant {inps.variant} {record['pipeline_seconds']:.0f} s"
+                  f"{', ERROR ' + record['error'] if record['error'] else ''}", flush=True)
+        elif score_file.is_file() and not inps.rescore:
             record = json.loads(score_file.read_text())
             print(f"{folder}: scored before ({score_file})", flush=True)
         elif inps.rescore and score_file.is_file():

@@ -62,7 +62,6 @@ Randomness: each component draws from its own numpy Generator seeded with
 its hotspots (the reference pixel and the unwrapping-error patches, which keep away from
 hotspots, may lie elsewhere).
 """
-import contextlib
 import json
 import math
 from dataclasses import dataclass
@@ -72,12 +71,12 @@ import numpy as np
 
 from hotspot import products
 from hotspot.simulation.fields import (FieldGenerator, Grid, choose_reference, rasterise_hotspots,
-                                       scene_attributes, truth_labels)
+                                       scene_attributes, truth_labels, unwrap_patches)
 from hotspot.simulation.presets import (KM_PER_DEG, MIN_TEMP_COH, TRUTH_LEVEL, WAVELENGTH,
                                         Preset)
-from hotspot.simulation.scene import _chunk_depth, _write_mintpy
+from hotspot.simulation.mintpy_writer import write_mintpy_scene
 from hotspot.utils.errors import HotspotError
-from hotspot.utils.h5io import atomic_path, write_h5
+from hotspot.utils.h5io import write_h5
 
 HELD_OUT_SEED = 1000         # seeds >= this are the held-out test set
 ELIGIBLE_SNR = 3.0           # eligible hotspot: peak >= 3 x noise level
@@ -540,39 +539,22 @@ def make_unwrap(grid, num_date, noise, support, mask, ref_yx, rng):
     """Connected patches (away from the hotspots) and scattered pixels that jump by
     n x lambda / 2 over an interval of epochs: (flat indices, start, stop, jump) arrays."""
     ext_y, ext_x = grid.extent_km
-    x, y = grid.xy_km()
     lo, hi = RANGES["unwrap_cycles"]
     n_patch = int(rng.poisson(noise["unwrap_patch_per_1000km2"] * ext_x * ext_y / 1000))
     blob = PowerLawField(grid.shape, grid.dy_km, grid.dx_km, 0.5, 3.0).draw(rng)
-    idx, start, stop, jump = [], [], [], []
     ref_flat = ref_yx[0] * grid.shape[1] + ref_yx[1]
+    # an irregular blob: the disc's edge moves with a small-scale field
+    patches = unwrap_patches(grid, num_date, n_patch, support, rng, RANGES["unwrap_patch_km"],
+                             (lo, hi), tries_per_patch=20, edge=0.35 * blob, avoid=ref_flat)
+    idx, start, stop, jump = [], [], [], []
     patch_mask = np.zeros(grid.shape, dtype=np.int8)
-    num_patch = 0
-    for _ in range(20 * n_patch):
-        if num_patch == n_patch:
-            break
-        row, col = int(rng.integers(grid.shape[0])), int(rng.integers(grid.shape[1]))
-        radius = float(rng.uniform(*RANGES["unwrap_patch_km"]))
-        ry, rx = int(radius / grid.dy_km) + 1, int(radius / grid.dx_km) + 1
-        rs = slice(max(0, row - ry), row + ry + 1)
-        cs = slice(max(0, col - rx), col + rx + 1)
-        if support[rs, cs].any():
-            continue
-        dist = np.hypot((y[rs] - y[row])[:, None], (x[cs] - x[col])[None, :])
-        # an irregular blob: the disc's edge moves with a small-scale field
-        rr, cc = np.nonzero(dist <= radius * (1 + 0.35 * blob[rs, cs]))
-        flat = (rr + rs.start) * grid.shape[1] + cc + cs.start
-        if flat.size == 0 or ref_flat in flat:
-            continue
-        t0 = int(rng.integers(1, num_date))
-        t1 = num_date if rng.random() < 0.5 else int(rng.integers(t0 + 1, num_date + 1))
-        step = _integer(rng, lo, hi) * int(rng.choice([-1, 1])) * WAVELENGTH / 2
+    for flat, t0, t1, step in patches:
         idx.append(flat)
         start.append(np.full(flat.size, t0))
         stop.append(np.full(flat.size, t1))
         jump.append(np.full(flat.size, step))
         patch_mask.flat[flat] = 1
-        num_patch += 1
+    num_patch = len(patches)
     measured = np.flatnonzero(mask.ravel())
     n_scatter = int(round(noise["unwrap_scatter_fraction"] * measured.size))
     if n_scatter:
@@ -765,9 +747,6 @@ def simulate_family(outdir, seed, size="medium", null=False, geometry=None, prin
     Returns a dict name -> Path.  The truth is written last: it holds the noise level
     measured while the epochs are synthesised.
     """
-    from mintpy.utils import writefile
-
-    from hotspot.utils.progress import progress_bar
     vprint = print if print_msg else (lambda *a, **k: None)
     outdir = Path(outdir)
     scene = FamilyScene(seed, size, null, geometry)
@@ -779,65 +758,17 @@ def simulate_family(outdir, seed, size="medium", null=False, geometry=None, prin
            f"{length} x {width} grid, {int(mask.sum())} measured pixels ({lay['density']}), "
            f"{num_date} dates ({scene.params['sampling']['sampling']}), "
            f"{len(scene.hotspots)} hotspots")
-    atr = scene.attributes()
-    paths = {}
-    radar = isinstance(grid, RadarGrid)
-    geo_atr = {k: v for k, v in atr.items() if not k.startswith("REF_") and k != "DATE12"}
-    geo_atr.update({"FILE_TYPE": "geometry", "UNIT": "1"})
-    geom_name = "geometryRadar.h5" if radar else "geometryGeo.h5"
-    paths["geometry"] = _write_mintpy(outdir / "inputs" / geom_name, scene.geometry, geo_atr)
-    paths["temporalCoherence"] = _write_mintpy(
-        outdir / "temporalCoherence.h5", {"temporalCoherence": scene.coherence},
-        {**atr, "FILE_TYPE": "temporalCoherence", "UNIT": "1"})
-    paths["mask"] = _write_mintpy(outdir / "maskTempCoh.h5", {"mask": mask},
-                                  {**atr, "FILE_TYPE": "mask", "UNIT": "1", "DATA_TYPE": "bool"})
-
-    ts_path = outdir / "timeseries.h5"
-    years = scene.years
-    tc = years - years.mean()
-    stt = float((tc ** 2).sum())
-    sum_d = np.zeros(grid.shape)
-    sum_d2 = np.zeros(grid.shape)
-    sum_td = np.zeros(grid.shape)
     turb_var, nuisance_var = [], []
-    with contextlib.ExitStack() as stack:
-        ts_tmp = stack.enter_context(atomic_path(ts_path))
-        ts_atr = {k: str(v) for k, v in {**atr, "FILE_TYPE": "timeseries", "UNIT": "m"}.items()}
-        writefile.layout_hdf5(str(ts_tmp), {
-            "date": [np.dtype("S8"), (num_date,), np.array(scene.dates, dtype=np.bytes_)],
-            "bperp": [np.float32, (num_date,), scene.bperp],
-            "timeseries": [np.float32, (num_date, length, width)],
-        }, metadata=ts_atr, print_msg=False)
-        # whole chunks per write: a partial-chunk write would read-modify-write each chunk
-        depth = _chunk_depth(ts_tmp)
-        buf = np.empty((depth, length, width), dtype=np.float32)
-        prog = progress_bar(maxValue=num_date, prefix="epochs ", print_msg=print_msg)
-        t0 = 0
+
+    def epochs():
+        # the noise statistics of each epoch go to the truth, written last
         for t, disp, (turb_std, nuisance_std) in scene.epochs():
             turb_var.append(turb_std ** 2)
             nuisance_var.append(nuisance_std ** 2)
-            sum_d += disp
-            sum_td += tc[t] * disp
-            sum_d2 += disp * disp
-            buf[t - t0] = disp
-            if t - t0 + 1 == depth or t == num_date - 1:
-                n = t - t0 + 1
-                writefile.write_hdf5_block(str(ts_tmp), buf[:n], "timeseries",
-                                           block=[t0, t0 + n, 0, length, 0, width],
-                                           print_msg=False)
-                t0 = t + 1
-            prog.update(t + 1, every=max(1, num_date // 25), suffix=scene.dates[t])
-        prog.close()
-    paths["timeseries"] = ts_path
+            yield t, disp
 
-    velocity = sum_td / stt
-    resid = sum_d2 - sum_d ** 2 / num_date - velocity ** 2 * stt
-    velocity_std = np.sqrt(np.clip(resid, 0, None) / max(num_date - 2, 1) / stt)
-    paths["velocity"] = _write_mintpy(
-        outdir / "velocity.h5",
-        {"velocity": velocity.astype(np.float32), "velocityStd": velocity_std.astype(np.float32)},
-        {**atr, "FILE_TYPE": "velocity", "UNIT": "m/year"},
-        units={"velocity": "m/year", "velocityStd": "m/year"})
+    geom_name = "geometryRadar.h5" if isinstance(grid, RadarGrid) else "geometryGeo.h5"
+    paths, _, _ = write_mintpy_scene(outdir, scene, geom_name, epochs(), print_msg=print_msg)
     paths["truth"] = write_family_truth(outdir / products.TRUTH, scene,
                                         math.sqrt(float(np.mean(turb_var))),
                                         math.sqrt(float(np.mean(nuisance_var))))

@@ -231,25 +231,42 @@ def make_unwrap_patches(grid, num_date, difficulty, support, rng):
     """Small patches that jump by +-lambda/2 (or twice that) from one epoch on."""
     ext_y, ext_x = grid.extent_km
     n = max(1, int(round(difficulty["unwrap_per_1000km2"] * ext_x * ext_y / 1000)))
+    return unwrap_patches(grid, num_date, n, support, rng, radius_km=(0.15, 0.6),
+                          cycles=(1, difficulty["max_cycles"]), tries_per_patch=50)
+
+
+def unwrap_patches(grid, num_date, num_patch, support, rng, radius_km, cycles, tries_per_patch,
+                   edge=None, avoid=None):
+    """Up to num_patch discs of random radius in radius_km, clear of `support`, whose pixels
+    jump by n x lambda / 2 (n in cycles, random sign) from a random epoch to the last one or
+    to a random later one.  Returns a list of (flat indices, start, stop, jump in m).
+
+    edge: an optional LENGTH x WIDTH field e that moves the disc's edge to radius x (1 + e),
+    for irregular blobs; avoid: a flat index (the reference pixel) no patch may cover.
+    A place that fails is redrawn, at most tries_per_patch x num_patch draws in all.
+    """
     x, y = grid.xy_km()
     patches = []
-    for _ in range(50 * n):
-        if len(patches) == n:
+    for _ in range(tries_per_patch * num_patch):
+        if len(patches) == num_patch:
             break
         row, col = int(rng.integers(grid.shape[0])), int(rng.integers(grid.shape[1]))
-        radius = rng.uniform(0.15, 0.6)
+        radius = float(rng.uniform(*radius_km))
         ry, rx = int(radius / grid.dy_km) + 1, int(radius / grid.dx_km) + 1
         rs = slice(max(0, row - ry), row + ry + 1)
         cs = slice(max(0, col - rx), col + rx + 1)
         if support[rs, cs].any():
             continue
         dist = np.hypot((y[rs] - y[row])[:, None], (x[cs] - x[col])[None, :])
-        rr, cc = np.nonzero(dist <= radius)
+        limit = radius if edge is None else radius * (1 + edge[rs, cs])
+        rr, cc = np.nonzero(dist <= limit)
         flat = (rr + rs.start) * grid.shape[1] + cc + cs.start
+        if flat.size == 0 or (avoid is not None and avoid in flat):
+            continue
         start = int(rng.integers(1, num_date))
         stop = num_date if rng.random() < 0.5 else int(rng.integers(start + 1, num_date + 1))
-        cycles = int(rng.integers(1, difficulty["max_cycles"] + 1)) * int(rng.choice([-1, 1]))
-        patches.append((flat, start, stop, cycles * WAVELENGTH / 2))
+        step = int(rng.integers(cycles[0], cycles[1] + 1)) * int(rng.choice([-1, 1]))
+        patches.append((flat, start, stop, step * WAVELENGTH / 2))
     return patches
 
 

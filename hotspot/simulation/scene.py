@@ -64,11 +64,9 @@ the number of epochs: the 'la' preset (~3 million pixels x 247 epochs, 6.4 GB of
 peaks below 1 GB and takes ~3.5 min on 2 shared cores.
 """
 import contextlib
-import io
 import math
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from hotspot import products
@@ -76,6 +74,7 @@ from hotspot.simulation.fields import (FieldGenerator, Grid, choose_reference, m
                                        make_geometry, make_unwrap_patches, place_hotspots,
                                        rasterise_hotspots, scene_attributes, truth_labels)
 from hotspot.simulation.matfile import MatWriter, _TimeseriesMat
+from hotspot.simulation.mintpy_writer import write_mintpy_scene
 from hotspot.simulation.presets import (ATMO_CORR_KM, DIFFICULTIES, MIN_TEMP_COH, PRESETS,
                                         SEASON_PEAK_BACKGROUND, SEASON_PEAK_HOTSPOT, TRUTH_LEVEL)
 from hotspot.simulation.truth import write_truth
@@ -276,31 +275,12 @@ class Scene:
         }
 
 
-def _write_mintpy(path, datasets, atr, units=None):
-    from mintpy.utils import writefile
-    with atomic_path(path) as tmp:
-        # writefile.write prints the temporary name even with print_msg=False
-        with contextlib.redirect_stdout(io.StringIO()):
-            writefile.write(datasets, out_file=str(tmp), ds_unit_dict=units, print_msg=False,
-                            metadata={k: str(v) for k, v in atr.items()})
-    return Path(path)
-
-
-def _chunk_depth(path):
-    with h5py.File(path, "r") as f:
-        chunks = f["timeseries"].chunks
-    return chunks[0] if chunks else 1
-
-
 def simulate_scene(outdir, preset="small", difficulty="easy", seed=0, num_date=None,
                    wabinsar=True, mat_format="v73", print_msg=True):
     """Write a simulated scene (MintPy products, WabInSAR export, truth) into outdir.
 
     Returns a dict name -> Path of the files written.
     """
-    from mintpy.utils import writefile
-
-    from hotspot.utils.progress import progress_bar
     vprint = print if print_msg else (lambda *a, **k: None)
     outdir = Path(outdir)
     scene = Scene(preset, difficulty, seed, num_date)
@@ -313,75 +293,23 @@ def simulate_scene(outdir, preset="small", difficulty="easy", seed=0, num_date=N
     vprint(f"simulate: {preset} / {difficulty} scene, seed {seed}: {length} x {width} grid, "
            f"{num_pixel} valid pixels, {num_date} dates, {len(scene.hotspots)} hotspots")
 
-    atr = scene.attributes()
-    paths = {}
-    geo_atr = {k: v for k, v in atr.items() if not k.startswith("REF_") and k != "DATE12"}
-    geo_atr.update({"FILE_TYPE": "geometry", "UNIT": "1"})
-    paths["geometry"] = _write_mintpy(outdir / "inputs" / "geometryGeo.h5", scene.geometry,
-                                      geo_atr)
-    paths["temporalCoherence"] = _write_mintpy(
-        outdir / "temporalCoherence.h5", {"temporalCoherence": scene.coherence},
-        {**atr, "FILE_TYPE": "temporalCoherence", "UNIT": "1"})
-    paths["mask"] = _write_mintpy(outdir / "maskTempCoh.h5", {"mask": mask},
-                                  {**atr, "FILE_TYPE": "mask", "UNIT": "1", "DATA_TYPE": "bool"})
-    paths["truth"] = write_truth(outdir / products.TRUTH, scene)
-
-    # time series: one epoch at a time, flushed in slabs of one HDF5 chunk depth
-    ts_path = outdir / "timeseries.h5"
     wab_dir = outdir / "wabinsar"
-    years = scene.years
-    tc = years - years.mean()
-    stt = float((tc ** 2).sum())
-    sum_d = np.zeros(grid.shape)
-    sum_d2 = np.zeros(grid.shape)
-    sum_td = np.zeros(grid.shape)
     with contextlib.ExitStack() as stack:
-        ts_tmp = stack.enter_context(atomic_path(ts_path))
-        ts_atr = {k: str(v) for k, v in {**atr, "FILE_TYPE": "timeseries", "UNIT": "m"}.items()}
-        writefile.layout_hdf5(str(ts_tmp), {
-            "date": [np.dtype("S8"), (num_date,), np.array(scene.dates, dtype=np.bytes_)],
-            "bperp": [np.float32, (num_date,), scene.bperp],
-            "timeseries": [np.float32, (num_date, length, width)],
-        }, metadata=ts_atr, print_msg=False)
-        wab = None
+        on_block = None
         if wabinsar:
             wab_tmp = stack.enter_context(atomic_path(wab_dir / "R_TS_den.mat"))
             wab = stack.enter_context(_TimeseriesMat(wab_tmp, num_pixel, num_date, mat_format,
                                                      mat.created))
-        # whole chunks per write: a partial-chunk write would read-modify-write each chunk
-        depth = _chunk_depth(ts_tmp)
-        buf = np.empty((depth, length, width), dtype=np.float32)
-        prog = progress_bar(maxValue=num_date, prefix="epochs ", print_msg=print_msg)
-        t0 = 0
-        for t, disp in scene.epochs():
-            sum_d += disp
-            sum_td += tc[t] * disp
-            sum_d2 += disp * disp
-            buf[t - t0] = disp
-            if t - t0 + 1 == depth or t == num_date - 1:
-                n = t - t0 + 1
-                writefile.write_hdf5_block(str(ts_tmp), buf[:n], "timeseries",
-                                           block=[t0, t0 + n, 0, length, 0, width],
-                                           print_msg=False)
-                if wab is not None:
-                    wab.write(t0, buf[:n][:, mask] * np.float32(1000))
-                t0 = t + 1
-            prog.update(t + 1, every=max(1, num_date // 25), suffix=scene.dates[t])
-        prog.close()
-    paths["timeseries"] = ts_path
+
+            # R_TS_den holds the mask pixels of each slab, in mm
+            def on_block(t0, block):
+                wab.write(t0, block[:, mask] * np.float32(1000))
+        paths, velocity, velocity_std = write_mintpy_scene(outdir, scene, "geometryGeo.h5",
+                                                           scene.epochs(), on_block, print_msg)
+    paths["truth"] = write_truth(outdir / products.TRUTH, scene)
+
     if wabinsar:
         paths["wabinsar_timeseries"] = wab_dir / "R_TS_den.mat"
-
-    velocity = sum_td / stt
-    resid = sum_d2 - sum_d ** 2 / num_date - velocity ** 2 * stt
-    velocity_std = np.sqrt(np.clip(resid, 0, None) / max(num_date - 2, 1) / stt)
-    paths["velocity"] = _write_mintpy(
-        outdir / "velocity.h5",
-        {"velocity": velocity.astype(np.float32), "velocityStd": velocity_std.astype(np.float32)},
-        {**atr, "FILE_TYPE": "velocity", "UNIT": "m/year"},
-        units={"velocity": "m/year", "velocityStd": "m/year"})
-
-    if wabinsar:
         lat, lon = grid.lat_lon(*np.nonzero(mask))
         elpx = np.column_stack([lon, lat, scene.geometry["height"][mask].astype(np.float64)])
         for name, value in (("elpx_ll", elpx),

@@ -47,7 +47,6 @@ def assign(X, C, metric="softdtw", gamma=0.01, radius=None, lanes=LANES, return_
     X64 = np.ascontiguousarray(X, dtype=np.float64)
     C64 = np.ascontiguousarray(C, dtype=np.float64)
     n, T = X64.shape
-    k = C64.shape[0]
     stats = {"num_pixel": n, "num_tier2": 0, "num_tier3": 0}
     if n == 0:
         out = (np.zeros(0, np.int32), np.zeros(0, np.float32))
