@@ -135,7 +135,7 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
                   drop_insignificant=drop_insignificant, corr_length=corr_length,
                   max_memory=max_memory, seed=seed, temporal_label=temporal_label,
                   half_wavelength=half_wavelength, log=log,
-                  spatial=spatial_null.setup(stack_file, max_memory, fdr, seed, log,
+                  spatial=spatial_null.setup(stack_file, fdr, seed,
                                              on=null_columns or fdr is not None))
     labels = np.asarray(pixel_label, dtype=np.int64)
     table, hotspot_label, geo = _dispersion_pass(stack_file, labels, amplitude=amplitude,

@@ -59,10 +59,11 @@ the background candidates at p <= 0.05, 2.9 % at p <= 0.001); the amplitude peak
 dispersion step stays for that reason (docs/quality.md).
 
 Cost: no stack read of its own: the projection (StackProjection) is fed the blocks of the
-dispersion step's first pass over the stack. In memory: the N x k float32 coefficients (120 MB
-at 3 M pixels x k = 10), during that pass one projection block of float32 rows (maxMemory / 6)
-where the projection's blocks and the pass's do not line up, the summed-area tables
-((6 + 3k) x MAX_CELLS float64, 290 MB); per candidate M gathers of its footprint (at most
+dispersion step's first pass over the stack and projects each as it comes. In memory: the
+N x k float32 coefficients (120 MB at 3 M pixels x k = 10) and, during that pass, the float64
+temporaries of one of its blocks, freed before the pass makes its own (nothing beyond the
+pass's maxMemory); the summed-area tables ((6 + 3k) x MAX_CELLS float64, 290 MB); per
+candidate M gathers of its footprint (at most
 MAX_FOOTPRINT pixels): medium scene (76 k pixels, 508 candidates) 25 s.
 """
 import time
@@ -105,17 +106,22 @@ def temporal_basis(years, min_period=MIN_PERIOD_YR, min_k=MIN_K, max_k=MAX_K):
 
 def project(series, basis):
     """Coefficients (N x k float64) of each row on the basis; NaN epochs filled with the row's
-    mean (orthogonal to the basis), all-NaN rows give NaN."""
-    series = np.atleast_2d(np.asarray(series, dtype=np.float64))
+    mean (orthogonal to the basis), all-NaN rows give NaN. Temporaries: one float64 copy of
+    the rows and their NaN mask (the caller's rows are not modified)."""
+    series = np.atleast_2d(np.asarray(series))
     nan = np.isnan(series)
-    if nan.any():
-        with np.errstate(invalid="ignore"):
-            fill = np.nanmean(np.where(nan.all(axis=1, keepdims=True), 0.0, series), axis=1)
-        series = np.where(nan, fill[:, None], series)
-        out = series @ basis
-        out[nan.all(axis=1)] = np.nan
-        return out
-    return series @ basis
+    if not nan.any():
+        return series.astype(np.float64, copy=False) @ basis
+    filled = series.astype(np.float64)
+    # filled in place: np.nanmean and np.where would each make another float64 copy
+    np.copyto(filled, 0.0, where=nan)
+    count = series.shape[1] - nan.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fill = filled.sum(axis=1) / count
+    np.copyto(filled, fill[:, None], where=nan)
+    out = filled @ basis
+    out[count == 0] = np.nan
+    return out
 
 
 class StackProjection:
@@ -123,70 +129,45 @@ class StackProjection:
     dispersion step's pass over the stack (hotspot.steps.dispersion_ring._timeseries_pass), so
     that the projection costs no read of its own.
 
-    Rows are projected in the blocks of `size` rows that a read of their own would use (block
-    size of maxMemory with three float64 copies), whatever blocks they arrive in: the float64
-    product of a row with the basis may differ in the last bit with the number of rows
-    multiplied at once (OpenBLAS takes other kernels for small matrices), and the coefficients
-    must not depend on the reader's block size. A projection block that arrives whole is
-    projected in place; one that straddles the reader's blocks is gathered in a buffer of one
-    projection block (float32 rows, maxMemory / 6)."""
+    Each block is projected as it arrives (project, float64, stored as float32): no buffer, no
+    memory beyond coef and the temporaries of one of the reader's blocks. The float64 product
+    of a row with the basis may differ in the last bit with the number of rows multiplied at
+    once (OpenBLAS takes other kernels for small matrices), so the coefficients depend on the
+    reader's block size within float32 rounding (one unit in the last place of a few)."""
 
-    def __init__(self, num_pixel, num_date, basis, max_memory):
+    def __init__(self, num_pixel, basis):
         self.basis = basis
         self.num_pixel = int(num_pixel)
-        self.size = block_size(num_date, max_memory, bytes_per_value=8, copies=3)
         self.coef = np.empty((self.num_pixel, basis.shape[1]), dtype=np.float32)
         self.seconds = 0.0
         self._next = 0          # first row of the next block expected
-        self._start = 0         # first row of the projection block being gathered
-        self._fill = 0          # its rows already in the buffer
-        self._buffer = None
 
     def __call__(self, start, stop, block):
         if start != self._next or not start <= stop <= self.num_pixel:
             raise ValueError(f"spatial-null projection: block {start}-{stop} out of order; "
                              f"expected rows from {self._next} of {self.num_pixel}")
         t0 = time.perf_counter()
-        pos = start
-        while pos < stop:
-            end = min(self._start + self.size, self.num_pixel)
-            take = min(stop, end) - pos
-            piece = block[pos - start:pos - start + take]
-            if not self._fill and pos + take == end:
-                self.coef[self._start:end] = project(piece, self.basis)
-            else:
-                if self._buffer is None:
-                    self._buffer = np.empty((min(self.size, self.num_pixel), block.shape[1]),
-                                            dtype=block.dtype)
-                self._buffer[self._fill:self._fill + take] = piece
-                self._fill += take
-                if self._start + self._fill == end:
-                    self.coef[self._start:end] = project(self._buffer[:self._fill], self.basis)
-                    self._fill = 0
-            pos += take
-            if pos == end:
-                self._start = end
+        self.coef[start:stop] = project(block, self.basis)
         self._next = stop
-        if self._start == self.num_pixel:
-            self._buffer = None
         self.seconds += time.perf_counter() - t0
 
     def result(self):
         """The coefficients, once every row was fed."""
-        if self._start != self.num_pixel:
-            raise ValueError(f"spatial-null projection: rows {self._start}.. of "
+        if self._next != self.num_pixel:
+            raise ValueError(f"spatial-null projection: rows {self._next}.. of "
                              f"{self.num_pixel} were never fed")
         return self.coef
 
 
 def project_stack(stack_file, basis, max_memory, name="displacement"):
-    """Per-pixel coefficients (N x k float32) of the stack's displacement, read in blocks of
-    its own (StackProjection.size): what the dispersion step's pass gives StackProjection."""
+    """Per-pixel coefficients (N x k float32) of the stack's displacement, StackProjection fed
+    by a read of its own (blocks of maxMemory with three float64 copies)."""
     with open_h5(stack_file) as f:
         dset = require_dataset(f, name, stack_file)
         n, t = dset.shape
-        proj = StackProjection(n, t, basis, max_memory)
-        for start, stop in iter_blocks(n, proj.size):
+        proj = StackProjection(n, basis)
+        for start, stop in iter_blocks(n, block_size(t, max_memory, bytes_per_value=8,
+                                                     copies=3)):
             proj(start, stop, dset[start:stop])
     return proj.result()
 
@@ -544,7 +525,7 @@ def velocity_columns(mean_series, ring_series, years):
 
 
 # ---------------------------------------------------------------------------- dispersion step
-def setup(stack_file, max_memory, fdr, seed, log, on=True):
+def setup(stack_file, fdr, seed, on=True):
     """What the dispersion step's spatial null needs, or None when the decision is not by
     false-discovery rate and its p- and q-values are not wanted either (on False): the
     projection of every pixel's series (a StackProjection, fed by the step's first pass over
@@ -555,7 +536,7 @@ def setup(stack_file, max_memory, fdr, seed, log, on=True):
     info = read_info(stack_file)
     basis = temporal_basis(decimal_years(info.dates))
     return {"fdr": fdr, "rng": np.random.default_rng([int(seed), 12]),
-            "projection": StackProjection(info.num_pixel, info.num_date, basis, max_memory)}
+            "projection": StackProjection(info.num_pixel, basis)}
 
 
 def stack_consumers(spatial):
