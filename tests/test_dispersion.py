@@ -299,6 +299,42 @@ def test_blocks_and_seed_give_same_result(tmp_path):
     np.testing.assert_allclose(a["qValue"], b["qValue"], rtol=1e-5)
 
 
+def test_spatial_null_reads_no_stack_of_its_own(tmp_path, monkeypatch):
+    """The projection of the spatial null is fed by the first pass over the stack, and gives
+    what a read of its own (project_stack) gave: the same decisions, every integer column
+    equal and the float columns within float32 rounding of the coefficients (here the pass
+    reads blocks of 1342 pixels, project_stack blocks of 1789)."""
+    from hotspot.steps import spatial_null
+    stack, label, _ = make_scene(tmp_path)
+    kw = dict(max_sd=1.0, min_pixel=20, alpha=0.05, drop_insignificant=True, corr_length=0.5,
+              seed=0, fdr=0.05, max_memory=2.4e-3, log=lambda *_: None)
+    setup = spatial_null.setup
+
+    def own_read(stack_file, fdr, seed, on=True):
+        spatial = setup(stack_file, fdr, seed, on)
+        proj = spatial.pop("projection")
+        spatial["coef"] = spatial_null.project_stack(stack_file, proj.basis, kw["max_memory"])
+        return spatial
+
+    monkeypatch.setattr(spatial_null, "setup", own_read)
+    before, hot_before = disp.compute_dispersion(stack, label, **kw)
+    monkeypatch.setattr(spatial_null, "setup", setup)
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("spatial null read the stack")
+
+    monkeypatch.setattr(spatial_null, "project_stack", no_read)
+    after, hot_after = disp.compute_dispersion(stack, label, **kw)
+    assert np.isfinite(after["pValueSpatial"]).any() and np.array_equal(hot_before, hot_after)
+    assert before.keys() == after.keys()
+    for key in before:
+        if before[key].dtype.kind == "f":
+            np.testing.assert_allclose(after[key], before[key], rtol=1e-5, atol=1e-12,
+                                       equal_nan=True, err_msg=key)
+        else:
+            assert np.array_equal(before[key], after[key]), key
+
+
 def test_nan_epochs_are_skipped(tmp_path):
     stack, label, ts = make_scene(tmp_path)
     ts = ts.astype(np.float32)

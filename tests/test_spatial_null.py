@@ -55,6 +55,39 @@ def test_basis_is_smooth_orthonormal_and_blind_to_offsets():
     assert np.all(np.isfinite(coef[0])) and np.all(np.isnan(coef[1]))
 
 
+def test_projection_fed_in_any_blocks_is_its_own_read(tmp_path):
+    """The dispersion pass feeds StackProjection in blocks of its own size, projected as they
+    come: the coefficients are those of project_stack's read within float32 rounding (the
+    float64 product may differ in the last bit with the rows multiplied at once)."""
+    import h5py
+    rng = np.random.default_rng(4)
+    series = rng.normal(0, 0.01, (3500, 60)).astype(np.float32)
+    series[rng.random(series.shape) < 0.02] = np.nan
+    series[17] = np.nan                                   # an unmeasured pixel
+    stack = tmp_path / "stack.h5"
+    with h5py.File(stack, "w") as f:
+        f["displacement"] = series
+    basis = sn.temporal_basis(np.arange(60) * 12 / 365.25)
+    own = sn.project_stack(stack, basis, 1e-6)            # 1000-row blocks
+    assert own.dtype == np.float32 and np.all(np.isnan(own[17]))
+    scale = np.nanmax(np.abs(own))
+    for size in (1, 7, 999, 1000, 1301, 3500):
+        proj = sn.StackProjection(3500, basis)
+        for start in range(0, 3500, size):
+            stop = min(start + size, 3500)
+            proj(start, stop, series[start:stop])
+        coef = proj.result()
+        assert coef.dtype == np.float32 and np.all(np.isnan(coef[17])), size
+        np.testing.assert_allclose(coef, own, rtol=1e-6, atol=1e-7 * scale, equal_nan=True,
+                                   err_msg=f"blocks of {size}")
+    proj = sn.StackProjection(3500, basis)
+    proj(0, 1500, series[:1500])
+    with pytest.raises(ValueError, match="out of order"):
+        proj(2000, 2500, series[2000:2500])
+    with pytest.raises(ValueError, match="never fed"):
+        proj.result()
+
+
 @pytest.mark.parametrize("points", [False, True])
 def test_no_signal_gives_uniform_p_values(points):
     r, c, x, y, coef = _field(1, points=points)

@@ -79,7 +79,9 @@ mean velocity is ~0, from noise):
     1, n) the independent samples in a cluster of area A for an exponential covariance of
     correlation length L (the integral of exp(-r/L) over the plane is 2 pi L^2).
 Memory: per-pixel vectors of the scene (positions, labels, a KD-tree; ~150 bytes a pixel)
-stay in memory; the displacement is read once, in blocks bounded by maxMemory.
+stay in memory; the displacement is read in blocks bounded by maxMemory, once per computation
+of the table (compute_dispersion). The spatial null reads no stack of its own: the first read
+also feeds its per-pixel projection (N x k float32, hotspot.steps.spatial_null: Cost).
 Randomness (ring and percentile subsamples, spacing sample) comes from hotspot.randomSeed.
 """
 from pathlib import Path
@@ -115,9 +117,9 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
                        null_columns=False, log=print):
     """Per-cluster table (dict of arrays, M rows) and the hotspot pixel label (N).
 
-    Reads the stack's displacement once, in blocks of at most max_memory GB, and once more
-    for each recomputation: after amplitude cores are split off, after fragments are merged,
-    after a diluting merge is undone.
+    Reads the stack's displacement once, in blocks of at most max_memory GB (a read the
+    spatial null's projection shares), and once more for each recomputation: after amplitude
+    cores are split off, after fragments are merged, after a diluting merge is undone.
     half_wavelength (m): enables the unwrapping-error check (None: off). amplitude: per-pixel
     amplitude of the band-passed series (hotspot.steps.amplitude_core; None: no split); every
     cluster but the unwrapping errors of the first pass gives up its amplitude cores as
@@ -133,7 +135,7 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
                   drop_insignificant=drop_insignificant, corr_length=corr_length,
                   max_memory=max_memory, seed=seed, temporal_label=temporal_label,
                   half_wavelength=half_wavelength, log=log,
-                  spatial=spatial_null.setup(stack_file, max_memory, fdr, seed, log,
+                  spatial=spatial_null.setup(stack_file, fdr, seed,
                                              on=null_columns or fdr is not None))
     labels = np.asarray(pixel_label, dtype=np.int64)
     table, hotspot_label, geo = _dispersion_pass(stack_file, labels, amplitude=amplitude,
@@ -243,7 +245,8 @@ def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insig
     cand_idx = np.nonzero(candidate)[0]
     ring, ring_total = ring_matrix(tree, measured_idx, pixel_cluster, cand_idx, table, spacing,
                                    corr_length, rng)
-    ts = _timeseries_pass(stack_file, info, pixel_cluster, num_cluster, ring, max_memory, rng)
+    ts = _timeseries_pass(stack_file, info, pixel_cluster, num_cluster, ring, max_memory, rng,
+                          consumers=spatial_null.stack_consumers(spatial))
     table.update({"meanTimeseries": ts["mean"], "p10Timeseries": ts["p10"],
                   "p90Timeseries": ts["p90"]})
 

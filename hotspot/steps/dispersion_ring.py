@@ -1,6 +1,7 @@
 """Dispersion's ring background: the measured pixels around each candidate, the plane fitted to
 them per epoch, the contrast of the cluster against it, and the one pass over the stack
-that accumulates every cluster's series (see hotspot.steps.dispersion).
+that accumulates every cluster's series and hands its blocks to other per-pixel consumers
+(see hotspot.steps.dispersion).
 """
 import numpy as np
 from scipy import sparse
@@ -128,8 +129,14 @@ def _majority(index, num_cluster, temporal_label, labelled):
     return out
 
 
-def _timeseries_pass(stack_file, info, pixel_cluster, num_cluster, ring, max_memory, rng):
-    """One blockwise pass: cluster and ring sums, percentile samples."""
+def _timeseries_pass(stack_file, info, pixel_cluster, num_cluster, ring, max_memory, rng,
+                     consumers=()):
+    """One blockwise pass: cluster and ring sums, percentile samples.
+
+    consumers: callables consumer(start, stop, block) given every block of the displacement
+    as read (rows start..stop, in order, not to be modified), so that other per-pixel work
+    shares this read (the spatial null's projection, hotspot.steps.spatial_null); with
+    consumers, blocks without a cluster or ring pixel are read too."""
     from hotspot.utils.progress import progress_bar
     n, t = info.num_pixel, info.num_date
     labelled = pixel_cluster >= 0
@@ -160,9 +167,13 @@ def _timeseries_pass(stack_file, info, pixel_cluster, num_cluster, ring, max_mem
         for i, (start, stop) in enumerate(iter_blocks(n, size)):
             bar.update(i + 1, suffix=f"{start}-{stop}")
             use = labelled[start:stop] | in_ring[start:stop]
-            if not use.any():
+            if not (use.any() or consumers):
                 continue
             disp = dset[start:stop]
+            for consumer in consumers:
+                consumer(start, stop, disp)
+            if not use.any():
+                continue
             nan = np.isnan(disp)
             valid = (~nan).astype(np.float64)
             # float64 sums: results must not depend on the block size

@@ -58,10 +58,16 @@ same footprint, so the p-values of noise clusters are liberal (medium hard seed 
 the background candidates at p <= 0.05, 2.9 % at p <= 0.001); the amplitude peak gate of the
 dispersion step stays for that reason (docs/quality.md).
 
-Cost: one stack read (N x k float32 coefficients in memory: 120 MB at 3 M pixels x k = 10), the
-summed-area tables ((6 + 3k) x MAX_CELLS float64, 290 MB), and per candidate M gathers of its
-footprint (at most MAX_FOOTPRINT pixels): medium scene (76 k pixels, 508 candidates) 25 s.
+Cost: no stack read of its own: the projection (StackProjection) is fed the blocks of the
+dispersion step's first pass over the stack and projects each as it comes. In memory: the
+N x k float32 coefficients (120 MB at 3 M pixels x k = 10) and, during that pass, the float64
+temporaries of one of its blocks, freed before the pass makes its own (nothing beyond the
+pass's maxMemory); the summed-area tables ((6 + 3k) x MAX_CELLS float64, 290 MB); per
+candidate M gathers of its footprint (at most
+MAX_FOOTPRINT pixels): medium scene (76 k pixels, 508 candidates) 25 s.
 """
+import time
+
 import numpy as np
 from scipy import stats
 from scipy.spatial import cKDTree
@@ -100,28 +106,70 @@ def temporal_basis(years, min_period=MIN_PERIOD_YR, min_k=MIN_K, max_k=MAX_K):
 
 def project(series, basis):
     """Coefficients (N x k float64) of each row on the basis; NaN epochs filled with the row's
-    mean (orthogonal to the basis), all-NaN rows give NaN."""
-    series = np.atleast_2d(np.asarray(series, dtype=np.float64))
+    mean (orthogonal to the basis), all-NaN rows give NaN. Temporaries: one float64 copy of
+    the rows and their NaN mask (the caller's rows are not modified)."""
+    series = np.atleast_2d(np.asarray(series))
     nan = np.isnan(series)
-    if nan.any():
-        with np.errstate(invalid="ignore"):
-            fill = np.nanmean(np.where(nan.all(axis=1, keepdims=True), 0.0, series), axis=1)
-        series = np.where(nan, fill[:, None], series)
-        out = series @ basis
-        out[nan.all(axis=1)] = np.nan
-        return out
-    return series @ basis
+    if not nan.any():
+        return series.astype(np.float64, copy=False) @ basis
+    filled = series.astype(np.float64)
+    # filled in place: np.nanmean and np.where would each make another float64 copy
+    np.copyto(filled, 0.0, where=nan)
+    count = series.shape[1] - nan.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fill = filled.sum(axis=1) / count
+    np.copyto(filled, fill[:, None], where=nan)
+    out = filled @ basis
+    out[count == 0] = np.nan
+    return out
+
+
+class StackProjection:
+    """Per-pixel coefficients (N x k float32) of a stack fed block by block: a consumer of the
+    dispersion step's pass over the stack (hotspot.steps.dispersion_ring._timeseries_pass), so
+    that the projection costs no read of its own.
+
+    Each block is projected as it arrives (project, float64, stored as float32): no buffer, no
+    memory beyond coef and the temporaries of one of the reader's blocks. The float64 product
+    of a row with the basis may differ in the last bit with the number of rows multiplied at
+    once (OpenBLAS takes other kernels for small matrices), so the coefficients depend on the
+    reader's block size within float32 rounding (one unit in the last place of a few)."""
+
+    def __init__(self, num_pixel, basis):
+        self.basis = basis
+        self.num_pixel = int(num_pixel)
+        self.coef = np.empty((self.num_pixel, basis.shape[1]), dtype=np.float32)
+        self.seconds = 0.0
+        self._next = 0          # first row of the next block expected
+
+    def __call__(self, start, stop, block):
+        if start != self._next or not start <= stop <= self.num_pixel:
+            raise ValueError(f"spatial-null projection: block {start}-{stop} out of order; "
+                             f"expected rows from {self._next} of {self.num_pixel}")
+        t0 = time.perf_counter()
+        self.coef[start:stop] = project(block, self.basis)
+        self._next = stop
+        self.seconds += time.perf_counter() - t0
+
+    def result(self):
+        """The coefficients, once every row was fed."""
+        if self._next != self.num_pixel:
+            raise ValueError(f"spatial-null projection: rows {self._next}.. of "
+                             f"{self.num_pixel} were never fed")
+        return self.coef
 
 
 def project_stack(stack_file, basis, max_memory, name="displacement"):
-    """Per-pixel coefficients (N x k float32) of the stack's displacement, read in blocks."""
+    """Per-pixel coefficients (N x k float32) of the stack's displacement, StackProjection fed
+    by a read of its own (blocks of maxMemory with three float64 copies)."""
     with open_h5(stack_file) as f:
         dset = require_dataset(f, name, stack_file)
         n, t = dset.shape
-        out = np.empty((n, basis.shape[1]), dtype=np.float32)
-        for start, stop in iter_blocks(n, block_size(t, max_memory, bytes_per_value=8, copies=3)):
-            out[start:stop] = project(dset[start:stop], basis)
-    return out
+        proj = StackProjection(n, basis)
+        for start, stop in iter_blocks(n, block_size(t, max_memory, bytes_per_value=8,
+                                                     copies=3)):
+            proj(start, stop, dset[start:stop])
+    return proj.result()
 
 
 # ---------------------------------------------------------------------------- scene index
@@ -477,21 +525,37 @@ def velocity_columns(mean_series, ring_series, years):
 
 
 # ---------------------------------------------------------------------------- dispersion step
-def setup(stack_file, max_memory, fdr, seed, log, on=True):
-    """Per-pixel coefficients of the stack for the dispersion step (one stack read) and the
-    placements' own random generator (seeded: the placements do not depend on what else draws
-    random numbers, e.g. the block size), or None when the decision is not by false-discovery
-    rate and its p- and q-values are not wanted either (on False)."""
+def setup(stack_file, fdr, seed, on=True):
+    """What the dispersion step's spatial null needs, or None when the decision is not by
+    false-discovery rate and its p- and q-values are not wanted either (on False): the
+    projection of every pixel's series (a StackProjection, fed by the step's first pass over
+    the stack: stack_consumers) and the placements' own random generator (seeded: the
+    placements do not depend on what else draws random numbers, e.g. the block size)."""
     if not on:
         return None
-    import time
     info = read_info(stack_file)
     basis = temporal_basis(decimal_years(info.dates))
-    t0 = time.time()
-    coef = project_stack(stack_file, basis, max_memory)
-    log(f"dispersion: spatial null: {basis.shape[1]} smooth temporal components (periods >= "
-        f"{MIN_PERIOD_YR:g} yr) of {coef.shape[0]} series in {time.time() - t0:.1f} s")
-    return {"fdr": fdr, "coef": coef, "rng": np.random.default_rng([int(seed), 12])}
+    return {"fdr": fdr, "rng": np.random.default_rng([int(seed), 12]),
+            "projection": StackProjection(info.num_pixel, basis)}
+
+
+def stack_consumers(spatial):
+    """The block consumers that still need the stack's displacement: the projection until a
+    pass over the stack has fed it, then none."""
+    if spatial is None or "projection" not in spatial:
+        return []
+    return [spatial["projection"]]
+
+
+def _coefficients(spatial, log):
+    """The per-pixel coefficients, taken from the fed projection on first use."""
+    if "coef" not in spatial:
+        proj = spatial.pop("projection")
+        spatial["coef"] = proj.result()
+        log(f"dispersion: spatial null: {proj.basis.shape[1]} smooth temporal components "
+            f"(periods >= {MIN_PERIOD_YR:g} yr) of {proj.num_pixel} series in "
+            f"{proj.seconds:.1f} s (during the pass over the stack)")
+    return spatial["coef"]
 
 
 def table_columns(spatial, table, labels, x, y, px, tested, spacing, corr_length, log):
@@ -499,11 +563,10 @@ def table_columns(spatial, table, labels, x, y, px, tested, spacing, corr_length
     the clusters `tested` to the dispersion table (ring radii as the step's ring: r_in =
     2 S_d + spacing, r_out = r_in + max(correlation length, 3 spacings)); returns the null
     statistics that hotspot.steps.same_feature needs, with the rate as "level"."""
-    import time
     t0 = time.time()
     if "index" not in spatial:
         # the measured pixels and their positions are the same in every pass: built once
-        spatial["coef"][np.asarray(labels) < 0] = np.nan
+        _coefficients(spatial, log)[np.asarray(labels) < 0] = np.nan
         spatial["index"] = scene_index(x, y, spatial["coef"], spacing, row=px.get("row"),
                                        col=px.get("col"))
     coef, index = spatial["coef"], spatial["index"]
