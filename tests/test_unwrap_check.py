@@ -68,3 +68,30 @@ def test_unknown_wavelength_disables_the_test():
     rows = -HALF * np.tile(box(10, T), (20, 1))
     for half in (None, 0.0, float("nan")):
         assert not uc.signature(rows, rows.mean(axis=0), half)["is_quantised"]
+
+
+def test_patch_unwrapped_wrong_twice_is_corrected_away():
+    """Family seed 2: a patch +2 quanta over epochs 45-100 and -1 quantum from 110 on; one box
+    removed left the other, significant (docs/quality.md)."""
+    rng = np.random.default_rng(4)
+    n_patch, n_halo = 50, 15
+    jumps = 2 * HALF * box(45, 100) - HALF * box(110, T)
+    rows = np.vstack([jumps + rng.normal(0, 0.003, (n_patch, T)),
+                      rng.normal(0, 0.003, (n_halo, T))])
+    contrast = rows.mean(axis=0)
+    sig = uc.signature(rows, contrast, HALF)
+    assert sig["is_quantised"] and sig["num_box"] == 2
+    assert (sig["start"], sig["stop"]) == (45, 100)
+    assert np.std(sig["corrected"]) < 0.002 < np.std(contrast)
+
+
+def test_bowl_after_a_quantised_box_keeps_its_signal():
+    """A real subsidence on top of one unwrapping error: only the quantised box goes."""
+    rng = np.random.default_rng(5)
+    trend = -np.linspace(0, 0.03, T)                       # 30 mm of subsidence
+    depth = np.linspace(0.3, 1.0, 60)[:, None]
+    rows = depth * trend[None, :] + HALF * box(30, 60)[None, :] + rng.normal(0, 0.003, (60, T))
+    sig = uc.signature(rows, rows.mean(axis=0), HALF)
+    assert sig["is_quantised"] and sig["num_box"] >= 1
+    fit = np.polyfit(np.arange(T), sig["corrected"], 1)[0] * (T - 1)
+    assert abs(fit - depth.mean() * -0.03) < 0.004

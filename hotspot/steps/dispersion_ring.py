@@ -228,7 +228,7 @@ def unwrap_columns(ts, contrast, background, has_ring, candidate, half_wavelengt
     cols = {"unwrapStart": np.zeros(m, np.int32), "unwrapStop": np.zeros(m, np.int32),
             "unwrapJump": np.zeros(m), "unwrapFraction": np.zeros(m),
             "unwrapResidual": np.full(m, np.nan), "isQuantisedJump": np.zeros(m, bool),
-            "pValueUnwrapCorrected": np.full(m, np.nan),
+            "unwrapNumBox": np.zeros(m, np.int32), "pValueUnwrapCorrected": np.full(m, np.nan),
             "signalRmsUnwrapCorrected": np.full(m, np.nan),
             "noiseLevelUnwrapCorrected": np.full(m, np.nan)}
     if not (half_wavelength and half_wavelength > 0):
@@ -241,6 +241,7 @@ def unwrap_columns(ts, contrast, background, has_ring, candidate, half_wavelengt
         cols["unwrapJump"][c], cols["unwrapFraction"][c] = sig["jump"], sig["fraction"]
         cols["unwrapResidual"][c] = sig["residual"]
         cols["isQuantisedJump"][c] = sig["is_quantised"]
+        cols["unwrapNumBox"][c] = sig["num_box"]
         if sig["is_quantised"]:
             corrected.append(sig["corrected"])
             which.append(c)

@@ -20,7 +20,9 @@ and the rows of its pixels (minus the same background):
      / 8 for a bowl deeper than lambda / 2); a patch that was unwrapped wrong moves them by
      one quantum;
   4. the corrected contrast c(t) - mean(n_i) lambda / 2 1[box] is returned for the signal
-     test: a cluster whose signal is only that quantised jump has no signal left, while a
+     test (after up to MAX_BOX quantised boxes, each found on what the previous left:
+     family seed 2 had patches unwrapped wrong over two intervals, +43 mm over epochs
+     45-126 and -26 mm over 143-149, which one box left significant, docs/quality.md): a cluster whose signal is only that quantised jump has no signal left, while a
      real step or bowl that happens to pass 3 keeps what is not a multiple of lambda / 2.
 """
 import warnings
@@ -30,6 +32,7 @@ import numpy as np
 MIN_FRACTION = 0.1          # share of the cluster's pixels that must carry the jump
 MIN_PIXEL = 3
 MAX_RESIDUAL = 1.0 / 6.0    # of lambda / 2: median |j - n lambda / 2| of the jumping pixels
+MAX_BOX = 3                 # quantised boxes removed in turn (signature())
 
 
 def best_box(series):
@@ -74,38 +77,61 @@ def pixel_jumps(rows, start, stop):
         return np.nanmean(rows[:, inside], axis=1) - np.nanmean(rows[:, ~inside], axis=1)
 
 
+def _quantised_box(rows, contrast, half_wavelength):
+    """The best box of contrast and its signature on rows (one step of signature())."""
+    start, stop, _ = best_box(contrast[None, :])
+    start, stop = int(start[0]), int(stop[0])
+    if stop <= start:
+        return None
+    jumps_all = pixel_jumps(rows, start, stop)
+    finite = np.isfinite(jumps_all)
+    if not finite.any():
+        return None
+    quanta_all = np.where(finite, np.round(np.nan_to_num(jumps_all) / half_wavelength), 0.0)
+    jumps, quanta = jumps_all[finite], quanta_all[finite]
+    moved = quanta != 0
+    fraction = float(moved.mean())
+    residual = (float(np.median(np.abs(jumps[moved] - quanta[moved] * half_wavelength)))
+                if moved.any() else np.nan)
+    quantised = bool(moved.sum() >= MIN_PIXEL and fraction >= MIN_FRACTION
+                     and residual <= MAX_RESIDUAL * half_wavelength)
+    return {"start": start, "stop": stop, "jump": float(quanta.mean() * half_wavelength),
+            "fraction": fraction, "residual": residual, "is_quantised": quantised,
+            "pixel_jump": quanta_all * half_wavelength}
+
+
 def signature(rows, contrast, half_wavelength):
     """Unwrapping-error signature of one cluster: dict (module docstring).
 
     rows: (n, T) series of (a sample of) the cluster's pixels minus the ring background;
     contrast: (T,) the cluster's contrast series. Keys: start, stop (epoch indices of the
-    box), jump (mean n_i lambda / 2, m), fraction (share of pixels with n_i != 0),
-    residual (median |j_i - n_i lambda / 2| over them, m), is_quantised (bool), corrected
-    (the contrast with the quantised box removed).
+    first box), jump (mean n_i lambda / 2, m), fraction (share of pixels with n_i != 0),
+    residual (median |j_i - n_i lambda / 2| over them, m), is_quantised (bool), num_box
+    (quantised boxes removed), corrected (the contrast with every quantised box removed).
+    A patch can be unwrapped wrong more than once (two intervals, or two patches that
+    overlap): after a quantised box is removed, from the contrast and from each pixel by its
+    own n_i lambda / 2, the next best box is tested the same way, up to MAX_BOX boxes.
     """
     contrast = np.asarray(contrast, dtype=np.float64)
     out = {"start": 0, "stop": 0, "jump": 0.0, "fraction": 0.0, "residual": np.nan,
-           "is_quantised": False, "corrected": contrast}
+           "is_quantised": False, "num_box": 0, "corrected": contrast}
     if not (half_wavelength and half_wavelength > 0) or contrast.size < 3:
         return out
-    start, stop, _ = best_box(contrast[None, :])
-    start, stop = int(start[0]), int(stop[0])
-    if stop <= start:
-        return out
-    jumps = pixel_jumps(rows, start, stop)
-    jumps = jumps[np.isfinite(jumps)]
-    if not jumps.size:
-        return out
-    quanta = np.round(jumps / half_wavelength)
-    moved = quanta != 0
-    fraction = float(moved.mean())
-    residual = (float(np.median(np.abs(jumps[moved] - quanta[moved] * half_wavelength)))
-                if moved.any() else np.nan)
-    jump = float(quanta.mean() * half_wavelength)
-    box = np.zeros(contrast.size)
-    box[start:stop] = 1.0
-    quantised = bool(moved.sum() >= MIN_PIXEL and fraction >= MIN_FRACTION
-                     and residual <= MAX_RESIDUAL * half_wavelength)
-    out.update(start=start, stop=stop, jump=jump, fraction=fraction, residual=residual,
-               is_quantised=quantised, corrected=contrast - jump * box)
+    rows = np.array(np.atleast_2d(rows), dtype=np.float64)
+    corrected = contrast.copy()
+    for k in range(MAX_BOX):
+        box = _quantised_box(rows, corrected, half_wavelength)
+        if box is None:
+            break
+        if k == 0:
+            out.update({key: box[key] for key in ("start", "stop", "jump", "fraction",
+                                                  "residual", "is_quantised")})
+        if not box["is_quantised"]:
+            break
+        inside = np.zeros(contrast.size)
+        inside[box["start"]:box["stop"]] = 1.0
+        corrected = corrected - box["jump"] * inside
+        rows -= box["pixel_jump"][:, None] * inside[None, :]
+        out["num_box"] = k + 1
+    out["corrected"] = corrected
     return out

@@ -100,6 +100,7 @@ DATASET_UNITS = {
     "unwrapJump": "m",
     "unwrapFraction": "1",
     "unwrapResidual": "m",
+    "unwrapNumBox": "1",
     # trainLSTM.h5
     "index": "1",
     "testRandom": "1",
