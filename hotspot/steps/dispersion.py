@@ -62,6 +62,9 @@ mean velocity is ~0, from noise):
     mergedCluster) and the table recomputed. A core never goes back into the rest of its
     parent, and a merge whose result is no hotspot (a weak fragment diluted it) keeps only
     its hotspots, or is undone when it has fewer than two.
+  * halos (with the spatial null deciding): a hotspot touching a stronger one, alike in shape
+    against the scene's noise but moving less than half as much, is its tail, not a hotspot
+    of its own (haloOf = the cluster id of the stronger; hotspot.steps.same_feature.halo).
   * spatial null (hotspot.steps.spatial_null; p- and q-values always written, deciding when
     falseDiscoveryRate is a rate, auto: no): the contrast's
     smooth temporal components are compared with the same statistic on the cluster's
@@ -92,7 +95,8 @@ from scipy.spatial import cKDTree
 from hotspot import products
 from hotspot.steps import amplitude_core, spatial_null
 from hotspot.steps.dispersion_merge import (MERGE_CORRELATION, _cluster_peak, _hotspot_label,
-                                            _merge_labels, _shrink_merges, fragment_groups)
+                                            _merge_labels, _shrink_merges, fragment_groups,
+                                            halo_hotspots)
 from hotspot.steps.dispersion_ring import (_majority, _pixel_stats, _timeseries_pass,
                                            pixel_area_km2, ring_contrast, ring_matrix,
                                            unwrap_columns)
@@ -180,6 +184,19 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
                 + (f"kept for the hotspots {kept} only" if kept else "undone")
                 + "; recomputing")
     ids = table["clusterId"]
+    halos = halo_hotspots(table, labels, geo) if merge else {}
+    table["haloOf"] = np.zeros(ids.size, dtype=np.int32)
+    if halos:
+        table["haloOf"][np.searchsorted(ids, list(halos))] = list(halos.values())
+        log(f"dispersion: {len(halos)} hotspots are the halo of a touching, stronger hotspot "
+            "(same shape against the scene's noise, less than half its amplitude; "
+            "hotspot.steps.same_feature) and are not reported on their own: "
+            + ", ".join(f"{a} -> {b}" for a, b in sorted(halos.items())))
+        keep = table["isHotspot"] & (table["haloOf"] == 0)
+        table["isHotspot"] = keep
+        table["hotspotId"] = np.zeros(ids.size, dtype=np.int32)
+        table["hotspotId"][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+        hotspot_label = _hotspot_label(labels, table)
     into = np.searchsorted(ids, np.array(list(merged.values()), dtype=np.int64))
     table["numMerged"] = (1 + np.bincount(into, minlength=ids.size)).astype(np.int32)
     table["mergedCluster"] = np.array(sorted(merged.items()), dtype=np.int32).reshape(-1, 2)

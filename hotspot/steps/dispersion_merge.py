@@ -42,6 +42,24 @@ def _merge_labels(labels, merged, core_parent, kwargs):
     return out, kwargs
 
 
+def _touching(table, labels, geo, member, need):
+    """Rows (i, j), i < j, of the clusters in `member` whose pixels come within TOUCH_SPACING
+    spacings, at least one of each pair in `need`; a core and the rest of the cluster it was
+    split from never count (a core never goes back into it)."""
+    ids = table["clusterId"]
+    labels = np.asarray(labels, dtype=np.int64)
+    pix = np.nonzero(np.isin(labels, ids[member]))[0]
+    pts = np.c_[geo["x"][pix], geo["y"][pix]]
+    pairs = cKDTree(pts).query_pairs(TOUCH_SPACING * geo["spacing"], output_type="ndarray")
+    if not pairs.size:
+        return np.zeros((0, 2), dtype=np.int64)
+    row = np.searchsorted(ids, labels[pix])
+    a, b = row[pairs[:, 0]], row[pairs[:, 1]]
+    parent_of = np.asarray(table.get("coreParent", np.zeros(ids.size)), dtype=np.int64)
+    keep = (a != b) & (need[a] | need[b]) & (parent_of[a] != ids[b]) & (parent_of[b] != ids[a])
+    return np.unique(np.sort(np.c_[a, b][keep], axis=1), axis=0).reshape(-1, 2)
+
+
 def fragment_groups(table, labels, geo):
     """{cluster id: id it merges into} for a hotspot and the clusters that touch it (pixels
     within TOUCH_SPACING spacings) and whose contrast series, smoothed over the tskm window,
@@ -57,18 +75,7 @@ def fragment_groups(table, labels, geo):
     null = geo.get("null")
     if not hot.any() or hot.sum() + partner.sum() < 2:
         return {}
-    labels = np.asarray(labels, dtype=np.int64)
-    pix = np.nonzero(np.isin(labels, ids[hot | partner]))[0]
-    pts = np.c_[geo["x"][pix], geo["y"][pix]]
-    pairs = cKDTree(pts).query_pairs(TOUCH_SPACING * geo["spacing"], output_type="ndarray")
-    if not pairs.size:
-        return {}
-    row = np.searchsorted(ids, labels[pix])
-    a, b = row[pairs[:, 0]], row[pairs[:, 1]]
-    # a core never goes back into the rest of the cluster it was split from
-    parent_of = np.asarray(table.get("coreParent", np.zeros(ids.size)), dtype=np.int64)
-    keep = (a != b) & (hot[a] | hot[b]) & (parent_of[a] != ids[b]) & (parent_of[b] != ids[a])
-    touch = np.unique(np.sort(np.c_[a, b][keep], axis=1), axis=0)
+    touch = _touching(table, labels, geo, hot | partner, hot)
     if not touch.size:
         return {}
     if null is not None:
@@ -129,6 +136,30 @@ def same_feature_groups(touch, ids, null):
     for rows in group.values():
         target = int(min(ids[r] for r in rows))
         out.update({int(ids[r]): target for r in rows if int(ids[r]) != target})
+    return out
+
+
+def halo_hotspots(table, labels, geo):
+    """{cluster id: cluster id of the hotspot it is the halo of} among touching hotspots
+    (hotspot.steps.same_feature.halo, the spatial null's contrasts and covariances of the
+    last pass); empty without the spatial null. A halo of a halo goes to the strongest."""
+    null = geo.get("null")
+    hot = np.asarray(table["isHotspot"], dtype=bool)
+    if null is None or hot.sum() < 2:
+        return {}
+    ids = table["clusterId"]
+    out = {}
+    for i, j in _touching(table, labels, geo, hot, hot).tolist():
+        which = same_feature.halo(null["contrast"][i], null["contrast"][j], null["cov"][i],
+                                  null["cov"][j], null["level"])
+        if which:
+            weak, strong = (i, j) if which == 1 else (j, i)
+            out[int(ids[weak])] = int(ids[strong])
+    for weak in list(out):
+        seen = {weak}
+        while out[weak] in out and out[weak] not in seen:
+            seen.add(out[weak])
+            out[weak] = out[out[weak]]
     return out
 
 

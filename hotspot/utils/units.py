@@ -101,6 +101,7 @@ DATASET_UNITS = {
     "unwrapFraction": "1",
     "unwrapResidual": "m",
     "unwrapNumBox": "1",
+    "haloOf": "1",
     # trainLSTM.h5
     "index": "1",
     "testRandom": "1",
