@@ -197,6 +197,27 @@ def test_same_feature_merges_pieces_of_one_bowl_not_noise_or_other_signals():
     assert not same_feature(trend, np.full(6, np.nan), cov, cov, 0.05)[0]
 
 
+def test_halo_is_the_weaker_alike_piece_only():
+    from hotspot.steps.same_feature import halo
+    rng = np.random.default_rng(1)
+    cov = np.eye(6)
+    trend = np.array([8.0, 3.0, 1.0, 0.5, 0.2, 0.1])
+    seasonal = np.array([0.2, 0.1, 0.3, 6.0, 0.2, 0.1])
+
+    def rate(weak, order="ab"):
+        calls = [(2 * trend + rng.normal(size=6), weak + rng.normal(size=6))
+                 for _ in range(200)]
+        if order == "ab":
+            return np.mean([halo(a, b, cov, cov, 0.05) == 2 for a, b in calls])
+        return np.mean([halo(b, a, cov, cov, 0.05) == 1 for a, b in calls])
+    assert rate(0.6 * trend) > 0.8                    # alike, 0.3 as strong: halo of a
+    assert rate(0.6 * trend, order="ba") > 0.8        # same, arguments swapped
+    assert rate(1.6 * trend) < 0.1                    # 0.8 as strong: a piece to merge
+    assert rate(np.zeros(6)) < 0.1                    # noise beside it: no halo
+    assert rate(seasonal) < 0.05                      # another signal beside it: no halo
+    assert halo(trend, np.full(6, np.nan), cov, cov, 0.05) == 0
+
+
 def test_same_feature_groups_join_by_complete_linkage(monkeypatch):
     """rows 0 core, 1 piece of the same bowl, 2 halo alike with the piece but not the core,
     3 a second hotspot alike with nothing; ids 10..13."""

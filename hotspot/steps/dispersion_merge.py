@@ -44,8 +44,12 @@ def _merge_labels(labels, merged, core_parent, kwargs):
 
 def _touching(table, labels, geo, member, need):
     """Rows (i, j), i < j, of the clusters in `member` whose pixels come within TOUCH_SPACING
-    spacings, at least one of each pair in `need`; a core and the rest of the cluster it was
-    split from never count (a core never goes back into it)."""
+    spacings, at least one of each pair in `need`. Without the spatial null a core and the
+    rest of the cluster it was split from never count (a core never goes back into it: the
+    correlation rule cannot tell the noise pixels a weak hotspot was cut from from more of the
+    same bowl). With it, same_feature can (half maximum, shape): family tuning seeds 0, 2, 4
+    had bowls cut into a core and its parent's rest, each a hotspot below IoU 0.5
+    (docs/quality.md)."""
     ids = table["clusterId"]
     labels = np.asarray(labels, dtype=np.int64)
     pix = np.nonzero(np.isin(labels, ids[member]))[0]
@@ -56,7 +60,9 @@ def _touching(table, labels, geo, member, need):
     row = np.searchsorted(ids, labels[pix])
     a, b = row[pairs[:, 0]], row[pairs[:, 1]]
     parent_of = np.asarray(table.get("coreParent", np.zeros(ids.size)), dtype=np.int64)
-    keep = (a != b) & (need[a] | need[b]) & (parent_of[a] != ids[b]) & (parent_of[b] != ids[a])
+    keep = (a != b) & (need[a] | need[b])
+    if geo.get("null") is None:
+        keep &= (parent_of[a] != ids[b]) & (parent_of[b] != ids[a])
     return np.unique(np.sort(np.c_[a, b][keep], axis=1), axis=0).reshape(-1, 2)
 
 
