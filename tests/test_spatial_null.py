@@ -106,6 +106,26 @@ def test_no_signal_gives_uniform_p_values(points):
     assert 0.02 <= np.mean(p <= 0.1) <= 0.2
 
 
+def test_large_footprints_are_not_liberal():
+    """Disks of 450 pixels in a 8,100-pixel scene: their placements overlap, ~18 of the 199
+    are independent. With M = 199 in the prediction ellipse 12 % had p <= 0.05 and the
+    smallest p was 1e-3 (family null seed 2: 3,000-6,700-pixel background clusters at
+    p ~ 1e-20, Monte Carlo p 0.06); with the effective number they are not liberal."""
+    p = []
+    for seed in range(4):
+        r, c, x, y, coef = _field(10 + seed)
+        index = sn.scene_index(x, y, coef, SPACING, row=r, col=c)
+        rng = np.random.default_rng(seed)
+        for _ in range(15):
+            labels = _disk(r, c, rng.integers(12, SIZE - 12, 2), 12).astype(np.int64)
+            res = sn.cluster_pvalue(index, coef, np.nonzero(labels)[0], 2.5, 4.0, labels, 1, rng)
+            assert res["num_effective"] == r.size // labels.sum()
+            p.append(res["p"])
+    p = np.array(p)
+    assert np.all(np.isfinite(p))
+    assert np.mean(p <= 0.05) <= 0.08 and p.min() > 2e-3
+
+
 def test_planted_bowl_is_beyond_every_placement():
     r, c, x, y, coef = _field(3, bowl=(45, 45, 4, -10.0))
     index = sn.scene_index(x, y, coef, SPACING, row=r, col=c)

@@ -378,22 +378,23 @@ def robust_moments(draws, keep=TRIM_QUANTILE, iterations=3):
     return mean, cov
 
 
-def null_pvalue(observed, draws):
+def null_pvalue(observed, draws, num_effective=None):
     """(p, p_mc, distance, exceedances) of the observed contrast (k,) against null draws
     (M x k): robust location and covariance of the draws (robust_moments), the observation's
-    Mahalanobis distance to them, its Gaussian tail (the prediction ellipse, F(k, M - k))
-    and, for information, the Monte Carlo p-value against the draws' own distances
-    (module docstring)."""
+    Mahalanobis distance to them, its Gaussian tail (the prediction ellipse, F(k, m - k) with
+    m = min(M, num_effective), the independent draws) and, for information, the Monte Carlo
+    p-value against the draws' own distances (module docstring)."""
     draws = np.asarray(draws, dtype=np.float64)
     observed = np.asarray(observed, dtype=np.float64)
-    m, k = draws.shape
+    num_draw, k = draws.shape
+    m = num_draw if num_effective is None else max(1, min(num_draw, int(num_effective)))
     mean, cov = robust_moments(draws)
     prec = np.linalg.pinv(cov)
     diff = observed - mean
     dist = float(diff @ prec @ diff)
     null = np.einsum("ij,jk,ik->i", draws - mean, prec, draws - mean)
     exceed = int(np.sum(null >= dist))
-    p_mc = (1.0 + exceed) / (1.0 + m)
+    p_mc = (1.0 + exceed) / (1.0 + num_draw)
     f = dist * m * (m - k) / ((m + 1.0) * (m - 1.0) * k)
     p = float(stats.f.sf(f, k, m - k)) if m > k else np.nan
     return p, p_mc, dist, exceed
@@ -442,7 +443,7 @@ def cluster_pvalue(index, coef, pixels, r_in, r_out, labels, own_id, rng, num_nu
     indices, labelled own_id in labels) against its spatial null, M adaptive (module
     docstring); p NaN when untestable."""
     k = coef.shape[1]
-    res = {"p": np.nan, "p_mc": np.nan, "distance": np.nan, "num_null": 0,
+    res = {"p": np.nan, "p_mc": np.nan, "distance": np.nan, "num_null": 0, "num_effective": 0,
            "mean": np.full(k, np.nan), "cov": np.full((k, k), np.nan),
            "contrast": np.full(k, np.nan)}
     foot = _footprint(index, pixels, rng)
@@ -455,7 +456,13 @@ def cluster_pvalue(index, coef, pixels, r_in, r_out, labels, own_id, rng, num_nu
     res["num_null"] = draws.shape[0]
     if draws.shape[0] < max(MIN_NULL, k + 2):
         return res
-    p, p_mc, dist, _ = null_pvalue(obs, draws)
+    # placements of a large footprint overlap: about (measured pixels / footprint pixels)
+    # of them are independent, and a k x k covariance from fewer than k + 2 is no null
+    num_effective = index["measured_idx"].size // max(np.asarray(pixels).size, 1)
+    res["num_effective"] = min(num_effective, draws.shape[0])
+    if num_effective < k + 2:
+        return res
+    p, p_mc, dist, _ = null_pvalue(obs, draws, num_effective)
     mean, cov = robust_moments(draws)
     res.update(p=p, p_mc=p_mc, distance=dist, num_null=draws.shape[0], mean=mean, cov=cov)
     return res
@@ -474,14 +481,15 @@ def fdr_qvalues(p):
 def candidate_pvalues(index, coef, labels, ids, rows, r_in, r_out, rng, cache=None):
     """Spatial-null test of the clusters ids[rows] (labels: per-pixel cluster id; r_in, r_out:
     ring half-widths per cluster, km). Returns per-cluster arrays (len(ids); NaN / 0 where not
-    tested): p, p_mc, distance, num_null, and contrast / null mean (len x k) and null
+    tested): p, p_mc, distance, num_null, num_effective, and contrast / null mean (len x k) and null
     covariance (len x k x k) for the fragment test. cache: a dict kept between calls on the
     same scene; a cluster with the same pixels and ring is not tested again (the dispersion
     step recomputes its table after splits and merges that change a few clusters)."""
     m, k = len(ids), coef.shape[1]
     out = {"p": np.full(m, np.nan), "p_mc": np.full(m, np.nan), "distance": np.full(m, np.nan),
-           "num_null": np.zeros(m, dtype=np.int32), "contrast": np.full((m, k), np.nan),
-           "mean": np.full((m, k), np.nan), "cov": np.full((m, k, k), np.nan)}
+           "num_null": np.zeros(m, dtype=np.int32), "num_effective": np.zeros(m, dtype=np.int32),
+           "contrast": np.full((m, k), np.nan), "mean": np.full((m, k), np.nan),
+           "cov": np.full((m, k, k), np.nan)}
     labels = np.asarray(labels)
     rows = np.asarray(rows, dtype=np.int64)
     if not rows.size or "sat" not in index:
@@ -577,7 +585,8 @@ def table_columns(spatial, table, labels, x, y, px, tested, spacing, corr_length
                             spatial["rng"], cache=spatial.setdefault("cache", {}))
     q = fdr_qvalues(res["p"])
     table.update({"pValueSpatial": res["p"], "pValueSpatialMC": res["p_mc"], "qValue": q,
-                  "contrastDistance": res["distance"], "numNullPlacement": res["num_null"]})
+                  "contrastDistance": res["distance"], "numNullPlacement": res["num_null"],
+                  "numNullEffective": res["num_effective"]})
     res["level"] = spatial["fdr"]
     rate = spatial["fdr"] if spatial["fdr"] is not None else 0.05
     log(f"dispersion: spatial null of {rows.size} candidates ({int(res['num_null'].sum())} "

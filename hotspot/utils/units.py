@@ -102,6 +102,7 @@ DATASET_UNITS = {
     "unwrapResidual": "m",
     "unwrapNumBox": "1",
     "haloOf": "1",
+    "numNullEffective": "1",
     # trainLSTM.h5
     "index": "1",
     "testRandom": "1",
