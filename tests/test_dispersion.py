@@ -398,10 +398,10 @@ def test_run_writes_products_and_view_renders(tmp_path, make_ctx):
     assert [p["id"] for p in props] == [1, 2] and props[0]["num_pixel"] == 113
     assert props[0]["std_distance_km"] == pytest.approx(0.4336, abs=1e-3)
     assert props[0]["mean_velocity_mm_yr"] < -10 and props[0]["p_value"] < 1e-6
-    # falseDiscoveryRate = auto (no): the F-test decides, but every hotspot has the spatial
-    # null's p- and q-value, its velocity, its ring's and their difference (mm/yr in exports)
+    # falseDiscoveryRate = auto (0.05): the spatial null's q-values decide; every hotspot has
+    # its p- and q-value, its velocity, its ring's and their difference (mm/yr in exports)
     with h5py.File(tmp_path / "dispersion.h5") as f:
-        assert f.attrs["FALSE_DISCOVERY_RATE"] == "no"
+        assert f.attrs["FALSE_DISCOVERY_RATE"] == 0.05
         q = f["qValue"][:]
         assert np.all(q[:2] <= 0.05) and np.all(q[2:4] > 0.05) and np.isnan(q[4])
         np.testing.assert_allclose(f["velocityContrast"][:2],

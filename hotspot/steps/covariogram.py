@@ -6,17 +6,16 @@ Estimator (eq. 3 of Tiwari & Shirzaei 2024, with each series' temporal mean remo
     C(h_b)  = mean of c_ij over the pairs whose great-circle distance falls in bin b
 Pixels with a NaN epoch are left out.
 
-Deramp (deramp = auto: yes): before the pair products, the plane a(t) + b(t) x + c(t) y fitted
-by least squares to the sampled anomalies of each epoch is removed (MintPy's `deramp = linear`
-on the sample). The covariogram is then that of what the later steps see: the dispersion
-step's ring background and the spatial null subtract a plane around every cluster, so ramps
-(orbits, long-wavelength troposphere) are not noise a hotspot must beat, and, left in, they
-dominate the covariance: measured on the family scenes of issue 12 (ramps of 0-6 mm, a 10 km
-seasonal background, stratified troposphere), the covariance fell almost linearly over the
-30 km range and the fitted correlation length was 12-32 km (over half of maxDistance on 7 of
-9 scenes), which made every cluster of the scene compact (maxStandardDistance) and the ring of
-every cluster the whole scene; after the plane it decays to 1/e within ~3-4 km
-(docs/quality.md). On a scene only a few correlation lengths wide the plane also takes part of
+Deramp (deramp = yes; auto: no): before the pair products, the plane a(t) + b(t) x + c(t) y
+fitted by least squares to the sampled anomalies of each epoch is removed (MintPy's `deramp =
+linear` on the sample), so that the covariogram is that of what the dispersion step's ring
+background (a plane around every cluster) leaves. Left in, ramps dominate the covariance: on
+the family scenes of issue 12 (ramps of 0-6 mm, a 10 km seasonal background, stratified
+troposphere) it falls almost linearly over the 30 km range and the fitted correlation length is
+12-32 km; with the plane removed, 3.9-5.8 km. It is not the default because the detection it
+feeds was measured worse: the correlation length sets maxStandardDistance and the dispersion
+ring, and with the short length the tuning scenes had 4.5 false hotspots per scene and 4.7 per
+null scene instead of 1.8 and 0.7, for the same detections (docs/quality.md). On a scene only a few correlation lengths wide the plane also takes part of
 the field's own long-range variance, so the length comes out shorter (tests: a 0.4 km field on
 a 3 km scene gives 0.29 km, 0.5 km gives 0.34 km; 5 km on a 50 km scene stays within 20 %),
 which is again the scale left once a plane is removed.
@@ -121,7 +120,7 @@ def read_settings(config):
                                "expected a distance > 0 (km)")
     if bin_size is not None and max_distance is not None:
         check_range(bin_size, max_distance, config.source)
-    deramp = config.is_auto(KEYS["deramp"]) or config.get_bool(KEYS["deramp"])
+    deramp = config.get_bool(KEYS["deramp"])
     return num_pair, bin_size, max_distance, model, deramp
 
 

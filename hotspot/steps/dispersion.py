@@ -66,7 +66,7 @@ mean velocity is ~0, from noise):
     against the scene's noise but moving less than half as much, is its tail, not a hotspot
     of its own (haloOf = the cluster id of the stronger; hotspot.steps.same_feature.halo).
   * spatial null (hotspot.steps.spatial_null; p- and q-values always written, deciding when
-    falseDiscoveryRate is a rate, auto: no): the contrast's
+    falseDiscoveryRate is a rate, auto: 0.05; = no keeps the F-test above): the contrast's
     smooth temporal components are compared with the same statistic on the cluster's
     footprint moved to 199 random places of the same scene (pValueSpatial, pValueSpatialMC);
     Benjamini-Hochberg over the candidates gives qValue, and isSignificant = qValue <= the
