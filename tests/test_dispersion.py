@@ -649,20 +649,3 @@ def test_peak_gate_grows_like_the_largest_of_n_noise_values():
     # a 273-pixel cluster peaking at 6.6 is kept, at 5.9 it is not; 3,221 pixels at 6.8 is not
     out = sig.select_hotspots(table, max_sd=1.0, min_pixel=20, alpha=0.05, drop_insignificant=True)
     assert out["isHotspot"].tolist() == [True, False, False]
-
-
-def test_ring_members_leave_out_own_and_excluded_clusters():
-    from scipy.spatial import cKDTree
-
-    from hotspot.steps.dispersion_ring import ring_members
-    g = np.mgrid[-10:11, -10:11].reshape(2, -1).T * 0.1          # 21 x 21 points, 0.1 km
-    tree = cKDTree(g)
-    owner = np.full(len(g), -1)
-    owner[np.hypot(*g.T) < 0.25] = 0                              # the cluster itself
-    owner[(g[:, 0] > 0.55) & (np.abs(g[:, 1]) < 0.25)] = 1        # a neighbour in its ring
-    rng = np.random.default_rng(0)
-    idx, total = ring_members(tree, np.zeros(2), 0.3, 0.9, owner, 0, rng)
-    assert np.any(owner[idx] == 1) and not np.any(owner[idx] == 0)
-    idx2, total2 = ring_members(tree, np.zeros(2), 0.3, 0.9, owner, 0, rng,
-                                excluded=np.array([False, True]))
-    assert not np.any(owner[idx2] == 1) and total2 == total - np.sum(owner[idx] == 1)

@@ -62,11 +62,6 @@ mean velocity is ~0, from noise):
     mergedCluster) and the table recomputed. A core never goes back into the rest of its
     parent, and a merge whose result is no hotspot (a weak fragment diluted it) keeps only
     its hotspots, or is undone when it has fewer than two.
-  * rings without the neighbours (with the spatial null deciding): once the hotspots are known,
-    every ring (F-test contrast, velocityContrast, and the spatial null's observed contrast) is
-    fitted again without the pixels of the hotspots (one more pass, not iterated): a stable
-    patch between two bowls had the bowls in its ring and looked like relative uplift (the
-    demo's one false hotspot; docs/quality.md). The placements' rings are not changed.
   * halos (with the spatial null deciding): a hotspot touching a stronger one, alike in shape
     against the scene's noise but moving less than half as much, is its tail, not a hotspot
     of its own (haloOf = the cluster id of the stronger; hotspot.steps.same_feature.halo).
@@ -188,14 +183,6 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
             log(f"dispersion: merges into {sorted(lost)} are no hotspot: "
                 + (f"kept for the hotspots {kept} only" if kept else "undone")
                 + "; recomputing")
-    if geo.get("null") is not None and int(table["isHotspot"].sum()) >= 2:
-        # a hotspot's neighbours are not its background: once the hotspots are known, every
-        # ring is fitted again without their pixels (one more pass, not iterated)
-        hot_ids = table["clusterId"][table["isHotspot"]]
-        log(f"dispersion: rings fitted again without the pixels of the {hot_ids.size} hotspots; "
-            "recomputing")
-        kwargs["ring_exclude_ids"] = hot_ids
-        table, hotspot_label, geo = _dispersion_pass(stack_file, labels, **kwargs)
     ids = table["clusterId"]
     halos = halo_hotspots(table, labels, geo) if merge else {}
     table["haloOf"] = np.zeros(ids.size, dtype=np.int32)
@@ -218,8 +205,7 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
 
 def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insignificant,
                      corr_length, max_memory, seed, temporal_label, half_wavelength, log,
-                     core_parent=None, amplitude_z=None, amplitude=None, spatial=None,
-                     ring_exclude_ids=None):
+                     core_parent=None, amplitude_z=None, amplitude=None, spatial=None):
     """One computation of the table and hotspot label; also returns the metric positions
     (x, y km), the pixel spacing, the contrast series and the smoothing window that
     fragment_groups needs, and the amplitude z. core_parent: {cluster id: parent id} of the
@@ -274,11 +260,8 @@ def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insig
     pixel_cluster = np.full(info.num_pixel, -1, dtype=np.int64)
     pixel_cluster[labelled] = index
     cand_idx = np.nonzero(candidate)[0]
-    excluded = None
-    if ring_exclude_ids is not None:
-        excluded = np.isin(ids, np.asarray(ring_exclude_ids, dtype=np.int64))
     ring, ring_total = ring_matrix(tree, measured_idx, pixel_cluster, cand_idx, table, spacing,
-                                   corr_length, rng, excluded)
+                                   corr_length, rng)
     ts = _timeseries_pass(stack_file, info, pixel_cluster, num_cluster, ring, max_memory, rng,
                           consumers=spatial_null.stack_consumers(spatial))
     table.update({"meanTimeseries": ts["mean"], "p10Timeseries": ts["p10"],
@@ -299,10 +282,8 @@ def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insig
                                                decimal_years(info.dates)))
     null = None
     if spatial is not None:
-        null = spatial_null.table_columns(
-            spatial, table, labels, x, y, px, candidate & has_ring, spacing, corr_length, log,
-            ring_exclude=None if excluded is None else (labels > 0) & excluded[
-                np.searchsorted(ids, np.maximum(labels, ids[0] if ids.size else 0))])
+        null = spatial_null.table_columns(spatial, table, labels, x, y, px,
+                                          candidate & has_ring, spacing, corr_length, log)
     fdr = None if spatial is None else spatial["fdr"]
     table.update(select_hotspots(table, max_sd, min_pixel, alpha, drop_insignificant, fdr=fdr))
     num_significant = int((candidate & table["isSignificant"]).sum())

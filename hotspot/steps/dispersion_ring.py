@@ -29,29 +29,23 @@ def pixel_area_km2(attrs, lat, spacing_km):
     return np.full(np.shape(lat), abs(geo["x_step"] * geo["y_step"]) / 1e6)
 
 
-def ring_members(tree, centre_xy, r_in, r_out, owner, cluster, rng, excluded=None):
+def ring_members(tree, centre_xy, r_in, r_out, owner, cluster, rng):
     """Indices of tree points in the ring r_in <= r < r_out around centre (km) whose owner
-    is not `cluster` (nor a cluster index flagged in `excluded`); at most MAX_RING_PIXEL of
-    them (seeded) and the full count."""
+    is not `cluster`; at most MAX_RING_PIXEL of them (seeded) and the full count."""
     idx = np.asarray(tree.query_ball_point(centre_xy, r_out), dtype=np.int64)
     if idx.size:
         dist = np.hypot(*(tree.data[idx] - centre_xy).T)
-        keep = (dist >= r_in) & (owner[idx] != cluster)
-        if excluded is not None:
-            keep &= ~((owner[idx] >= 0) & excluded[np.maximum(owner[idx], 0)])
-        idx = idx[keep]
+        idx = idx[(dist >= r_in) & (owner[idx] != cluster)]
     total = idx.size
     if total > MAX_RING_PIXEL:
         idx = np.sort(rng.choice(idx, size=MAX_RING_PIXEL, replace=False))
     return idx, total
 
 
-def ring_matrix(tree, measured_idx, pixel_cluster, cand_idx, table, spacing, corr_length, rng,
-                excluded=None):
+def ring_matrix(tree, measured_idx, pixel_cluster, cand_idx, table, spacing, corr_length, rng):
     """Sparse (6 x candidate) x pixel matrix of the plane-fit moments 1, x, y, xx, xy, yy
     of each candidate's ring (x, y relative to its centroid), and each cluster's ring size
-    (0: fewer than MIN_RING_PIXEL). excluded: per cluster index, whose pixels no ring holds
-    (the hotspots of an earlier pass: a neighbour's deformation is not background)."""
+    (0: fewer than MIN_RING_PIXEL)."""
     rows, cols, vals = [], [], []
     ring_total = np.zeros(table["numPixel"].size, dtype=np.int64)
     owner = pixel_cluster[measured_idx]
@@ -59,8 +53,7 @@ def ring_matrix(tree, measured_idx, pixel_cluster, cand_idx, table, spacing, cor
         r_in = 2.0 * table["standardDistance"][c] + spacing
         r_out = r_in + max(corr_length, 3.0 * spacing)
         centre = np.array([table["ellipseCenterX"][c], table["ellipseCenterY"][c]])
-        members, ring_total[c] = ring_members(tree, centre, r_in, r_out, owner, c, rng,
-                                              excluded)
+        members, ring_total[c] = ring_members(tree, centre, r_in, r_out, owner, c, rng)
         if ring_total[c] < MIN_RING_PIXEL:
             ring_total[c] = 0
             continue

@@ -329,10 +329,9 @@ def _moves(index, foot, targets):
     return out.reshape(targets.size, foot.size)
 
 
-def placement_contrasts(index, coef, moved, valid, r_in, r_out, ring_out=None):
+def placement_contrasts(index, coef, moved, valid, r_in, r_out):
     """Contrast coefficients (B x k) of footprints `moved` (B x n pixel indices, valid mask):
-    mean over the valid pixels minus the ring plane at their centroid; NaN rows without ring.
-    ring_out: (pixels, valid) taken out of the rings instead of the footprints themselves."""
+    mean over the valid pixels minus the ring plane at their centroid; NaN rows without ring."""
     w = valid.astype(np.float64)
     num = w.sum(axis=1)
     safe = np.where(valid, moved, 0)
@@ -342,20 +341,13 @@ def placement_contrasts(index, coef, moved, valid, r_in, r_out, ring_out=None):
         # invalid entries point at pixel 0, which may be unmeasured (NaN): zeroed, not weighted
         values = np.where(valid[..., None], coef[safe], 0.0)
         mean = np.einsum("bn,bnk->bk", w, values) / num[:, None]
-    out_pix, out_valid = (safe, valid) if ring_out is None else ring_out
-    return mean - _ring_planes(index, coef, cx, cy, r_in, r_out, out_pix, out_valid)
+    return mean - _ring_planes(index, coef, cx, cy, r_in, r_out, safe, valid)
 
 
-def footprint_contrast(index, coef, pixels, r_in, r_out, ring_exclude=None):
-    """Contrast coefficients (k,) of one footprint, NaN without a ring (module docstring);
-    ring_exclude: more pixels (other hotspots) taken out of its ring with its own."""
+def footprint_contrast(index, coef, pixels, r_in, r_out):
+    """Contrast coefficients (k,) of one footprint, NaN without a ring (module docstring)."""
     pixels = np.asarray(pixels, dtype=np.int64)[None, :]
-    ring_out = None
-    if ring_exclude is not None and np.size(ring_exclude):
-        out = np.concatenate([pixels[0], np.asarray(ring_exclude, dtype=np.int64)])[None, :]
-        ring_out = (out, index["measured"][out])
-    return placement_contrasts(index, coef, pixels, index["measured"][pixels], r_in, r_out,
-                               ring_out)[0]
+    return placement_contrasts(index, coef, pixels, index["measured"][pixels], r_in, r_out)[0]
 
 
 # ---------------------------------------------------------------------------- p-values
@@ -446,8 +438,7 @@ def null_draws(index, coef, foot, r_in, r_out, labels, own_id, num, rng):
     return np.concatenate(out) if out else np.zeros((0, coef.shape[1]))
 
 
-def cluster_pvalue(index, coef, pixels, r_in, r_out, labels, own_id, rng, num_null=NUM_NULL,
-                   ring_exclude=None):
+def cluster_pvalue(index, coef, pixels, r_in, r_out, labels, own_id, rng, num_null=NUM_NULL):
     """dict(p, p_mc, distance, num_null, mean, cov, contrast) of one cluster (its pixel
     indices, labelled own_id in labels) against its spatial null, M adaptive (module
     docstring); p NaN when untestable."""
@@ -458,13 +449,7 @@ def cluster_pvalue(index, coef, pixels, r_in, r_out, labels, own_id, rng, num_nu
     foot = _footprint(index, pixels, rng)
     if not foot.size:
         return res
-    near = None
-    if ring_exclude is not None and np.size(ring_exclude):
-        # only the excluded pixels inside the ring's outer box can change it
-        cx, cy = index["x"][foot].mean(), index["y"][foot].mean()
-        ex = np.asarray(ring_exclude, dtype=np.int64)
-        near = ex[(np.abs(index["x"][ex] - cx) <= r_out) & (np.abs(index["y"][ex] - cy) <= r_out)]
-    res["contrast"] = obs = footprint_contrast(index, coef, foot, r_in, r_out, near)
+    res["contrast"] = obs = footprint_contrast(index, coef, foot, r_in, r_out)
     if not np.all(np.isfinite(obs)):
         return res
     draws = null_draws(index, coef, foot, r_in, r_out, labels, own_id, num_null, rng)
@@ -493,8 +478,7 @@ def fdr_qvalues(p):
     return q
 
 
-def candidate_pvalues(index, coef, labels, ids, rows, r_in, r_out, rng, cache=None,
-                      ring_exclude=None):
+def candidate_pvalues(index, coef, labels, ids, rows, r_in, r_out, rng, cache=None):
     """Spatial-null test of the clusters ids[rows] (labels: per-pixel cluster id; r_in, r_out:
     ring half-widths per cluster, km). Returns per-cluster arrays (len(ids); NaN / 0 where not
     tested): p, p_mc, distance, num_null, num_effective, and contrast / null mean (len x k) and null
@@ -512,19 +496,15 @@ def candidate_pvalues(index, coef, labels, ids, rows, r_in, r_out, rng, cache=No
         return out
     order = np.argsort(labels, kind="stable")
     sorted_labels = labels[order]
-    # ring_exclude: per-pixel mask of the clusters no ring holds (other hotspots)
-    excluded = None if ring_exclude is None else np.nonzero(ring_exclude)[0]
     for c in rows:
         lo, hi = np.searchsorted(sorted_labels, [ids[c], ids[c] + 1])
         pixels = np.sort(order[lo:hi])
-        others = None if excluded is None else excluded[labels[excluded] != ids[c]]
         key = (hash(pixels.tobytes()), pixels.size, round(float(r_in[c]), 9),
-               round(float(r_out[c]), 9),
-               None if others is None else hash(others.tobytes()))
+               round(float(r_out[c]), 9))
         res = None if cache is None else cache.get(key)
         if res is None:
             res = cluster_pvalue(index, coef, pixels, float(r_in[c]), float(r_out[c]), labels,
-                                 ids[c], rng, ring_exclude=others)
+                                 ids[c], rng)
             if cache is not None:
                 cache[key] = res
         for key in out:
@@ -586,8 +566,7 @@ def _coefficients(spatial, log):
     return spatial["coef"]
 
 
-def table_columns(spatial, table, labels, x, y, px, tested, spacing, corr_length, log,
-                  ring_exclude=None):
+def table_columns(spatial, table, labels, x, y, px, tested, spacing, corr_length, log):
     """Adds pValueSpatial, pValueSpatialMC, qValue, contrastDistance and numNullPlacement of
     the clusters `tested` to the dispersion table (ring radii as the step's ring: r_in =
     2 S_d + spacing, r_out = r_in + max(correlation length, 3 spacings)); returns the null
@@ -603,8 +582,7 @@ def table_columns(spatial, table, labels, x, y, px, tested, spacing, corr_length
     r_out = r_in + max(corr_length, 3.0 * spacing)
     rows = np.nonzero(tested)[0]
     res = candidate_pvalues(index, coef, labels, table["clusterId"], rows, r_in, r_out,
-                            spatial["rng"], cache=spatial.setdefault("cache", {}),
-                            ring_exclude=ring_exclude)
+                            spatial["rng"], cache=spatial.setdefault("cache", {}))
     q = fdr_qvalues(res["p"])
     table.update({"pValueSpatial": res["p"], "pValueSpatialMC": res["p_mc"], "qValue": q,
                   "contrastDistance": res["distance"], "numNullPlacement": res["num_null"],
