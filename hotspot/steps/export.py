@@ -91,7 +91,7 @@ FIELDS = {
     "p_value_spatial": ("1", "p-value of its contrast against the same footprint moved to random "
                         "places of the scene (spatial null, dispersion step)"),
     "q_value": ("1", "Benjamini-Hochberg q-value of p_value_spatial over the compact candidates "
-                "(decides when hotspot.dispersion.falseDiscoveryRate is set)"),
+                "(decides: q <= hotspot.dispersion.falseDiscoveryRate, 0.05 by default)"),
     "velocity_mm_yr": ("mm/year", "linear LOS rate of the hotspot's mean series"),
     "ring_velocity_mm_yr": ("mm/year", "linear LOS rate of its surroundings (ring background)"),
     "velocity_contrast_mm_yr": ("mm/year", "velocity_mm_yr - ring_velocity_mm_yr: how much it "
