@@ -364,3 +364,28 @@ def test_filtered_series_temporal_input_and_dense_reference(tmp_path):
         sample.disp[:50], sample.static[:50], temporal=tk))
     assert np.allclose(first, lp.predict_proba(sample.disp[:50], sample.static[:50], temporal=tk),
                        atol=1e-4)
+
+
+def test_block_size_is_capped_for_a_scene_sized_correlation_length(tmp_path):
+    """Family seed 0 (issue 12): a 27 km correlation length on a 45 km scene made blockSize
+    54 km, one tile, and train_lstm stopped with an ERROR on valid data."""
+    from hotspot.utils.geo import lonlat_to_xy_km
+    from hotspot.utils.h5io import write_h5
+    x, y = lonlat_to_xy_km(-118.0 + 0.01 * np.arange(WIDTH), 34.0 - 0.01 * np.arange(WIDTH))
+    extent = max(np.ptp(x), np.ptp(y))
+    for length, capped in ((extent, True), (extent / 10, False)):
+        write_h5(tmp_path / "covariogram.h5", {"distance": np.arange(3.0)},
+                 {"CORRELATION_LENGTH_KM": length, "CORRELATION_LENGTH_SOURCE": "fit"})
+        lines = []
+        size, source = train_lstm.auto_block_size(tmp_path, x, y, lines.append)
+        if capped:
+            assert size == pytest.approx(extent / 3) and "capped" in source and lines
+        else:
+            assert size == pytest.approx(2 * length) and "capped" not in source
+    # the capped tiles leave the blocked split something to hold out (2 x 27 km: one tile)
+    rng = np.random.default_rng(0)
+    px, py = rng.uniform(0, extent, 500), rng.uniform(0, extent, 500)
+    test = train_lstm_sample.block_split(px, py, extent / 3, 0.5, rng)
+    assert 0.3 < test.mean() < 0.7
+    with pytest.raises(HotspotError, match="one tile"):
+        train_lstm_sample.block_split(px, py, 2 * extent, 0.5, rng)

@@ -124,8 +124,15 @@ def read_settings(config):
         seed=config.seed)
 
 
+# blockSize auto is at most this share of the scene's extent: 3 x 3 tiles or more, so that the
+# blocked split can hold out testSize of the sample in whole tiles
+MAX_BLOCK_FRACTION = 1.0 / 3.0
+
+
 def auto_block_size(workdir, x, y, log=print):
-    """2 x the covariogram's correlation length; fallback: 1/5 of the scene's extent."""
+    """2 x the covariogram's correlation length, at most MAX_BLOCK_FRACTION of the scene's
+    extent; fallback: 1/5 of the scene's extent."""
+    extent = float(max(np.nanmax(x) - np.nanmin(x), np.nanmax(y) - np.nanmin(y)))
     cov = Path(workdir) / COVARIOGRAM_FILE
     if cov.is_file():
         length = read_attrs(cov).get("CORRELATION_LENGTH_KM")
@@ -135,9 +142,17 @@ def auto_block_size(workdir, x, y, log=print):
             length = None
         if length and np.isfinite(length) and length > 0:
             source = read_attrs(cov).get("CORRELATION_LENGTH_SOURCE", "fit")
-            return 2.0 * length, f"2 x CORRELATION_LENGTH_KM of {COVARIOGRAM_FILE} ({source})"
-    extent = max(np.nanmax(x) - np.nanmin(x), np.nanmax(y) - np.nanmin(y))
-    size = max(float(extent) / 5.0, 1e-3)
+            size = 2.0 * length
+            how = f"2 x CORRELATION_LENGTH_KM of {COVARIOGRAM_FILE} ({source})"
+            cap = MAX_BLOCK_FRACTION * extent
+            if size > cap > 0:
+                # a correlation length of the order of the scene (ramps, family scenes of
+                # issue 12: 27 km on a 45 km scene) would leave one tile and stop the step
+                log(f"{KEY}blockSize = 2 x {length:.3g} km is over 1/3 of the scene's "
+                    f"{extent:.3g} km: {cap:.3g} km")
+                return cap, how + f", capped at 1/3 of the scene's extent"
+            return size, how
+    size = max(extent / 5.0, 1e-3)
     log(f"{COVARIOGRAM_FILE} with CORRELATION_LENGTH_KM not found: {KEY}blockSize = "
         f"{size:.2f} km (1/5 of the scene's extent, fallback)")
     return size, "fallback: scene extent / 5"
