@@ -146,8 +146,8 @@ def run_variant(scene_dir, seed, name, settings, override=None):
             link.unlink(missing_ok=True)
             link.symlink_to(source.resolve())
     template = work / "variant.cfg"
-    template.write_text("".join(f"{k} = {v}\n" for k, v in
-                                [("hotspot.randomSeed", seed), *settings]))
+    keys = dict([("hotspot.randomSeed", seed), *settings])     # --set may change the seed too
+    template.write_text("".join(f"{k} = {v}\n" for k, v in keys.items()))
     log = work / "dispersion.log"
     log.unlink(missing_ok=True)
     t0 = time.time()
