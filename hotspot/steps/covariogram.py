@@ -15,10 +15,11 @@ troposphere) it falls almost linearly over the 30 km range and the fitted correl
 12-32 km; with the plane removed, 3.9-5.8 km. It is not the default because the detection it
 feeds was measured worse: the correlation length sets maxStandardDistance and the dispersion
 ring, and with the short length the tuning scenes had 4.5 false hotspots per scene and 4.7 per
-null scene instead of 1.8 and 0.7, for the same detections (docs/quality.md). On a scene only a few correlation lengths wide the plane also takes part of
-the field's own long-range variance, so the length comes out shorter (tests: a 0.4 km field on
-a 3 km scene gives 0.29 km, 0.5 km gives 0.34 km; 5 km on a 50 km scene stays within 20 %),
-which is again the scale left once a plane is removed.
+null scene instead of 1.8 and 0.7, for the same detections (docs/quality.md). On a scene only
+a few correlation lengths wide the plane also takes part of the field's own long-range
+variance, so the length comes out shorter (tests: a 0.4 km field on a 3 km scene gives
+0.29 km, 0.5 km gives 0.34 km; 5 km on a 50 km scene stays within 20 %), which is again the
+scale left once a plane is removed.
 
 Sampling (why it is fast): random row reads from a 3 GB HDF5 stack are slow, so the
 stack is read once, block by block, keeping a random subset of at most MAX_SAMPLE_PIXEL
@@ -125,8 +126,8 @@ def read_settings(config):
 
 
 def deramp_plane(lon, lat, anomaly):
-    """anomaly minus the least-squares plane a + b x + c y of each epoch (float32, in place
-    of a copy); x, y km about the sample's mean position."""
+    """A float32 copy of anomaly minus the least-squares plane a + b x + c y of each epoch;
+    x, y km about the sample's mean position."""
     x, y = lonlat_to_xy_km(lon, lat, float(np.mean(lon)), float(np.mean(lat)))
     design = np.c_[np.ones_like(x), x, y]
     coef, *_ = np.linalg.lstsq(design, anomaly.astype(np.float64), rcond=None)

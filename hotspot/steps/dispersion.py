@@ -101,7 +101,8 @@ from hotspot.steps.dispersion_ring import (_majority, _pixel_stats, _timeseries_
                                            pixel_area_km2, ring_contrast, ring_matrix,
                                            unwrap_columns)
 from hotspot.steps.dispersion_significance import (cluster_geometry, effective_count,
-                                                   select_hotspots, signal_test, velocity_test)
+                                                   hotspot_ids, select_hotspots, signal_test,
+                                                   velocity_test)
 from hotspot.steps.export import HOTSPOT_FILE
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.geo import lonlat_to_xy_km, median_spacing
@@ -192,10 +193,8 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
             "(same shape against the scene's noise, less than half its amplitude; "
             "hotspot.steps.same_feature) and are not reported on their own: "
             + ", ".join(f"{a} -> {b}" for a, b in sorted(halos.items())))
-        keep = table["isHotspot"] & (table["haloOf"] == 0)
-        table["isHotspot"] = keep
-        table["hotspotId"] = np.zeros(ids.size, dtype=np.int32)
-        table["hotspotId"][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+        table["isHotspot"] = table["isHotspot"] & (table["haloOf"] == 0)
+        table["hotspotId"] = hotspot_ids(table["isHotspot"])
         hotspot_label = _hotspot_label(labels, table)
     into = np.searchsorted(ids, np.array(list(merged.values()), dtype=np.int64))
     table["numMerged"] = (1 + np.bincount(into, minlength=ids.size)).astype(np.int32)

@@ -219,7 +219,13 @@ def select_hotspots(table, max_sd, min_pixel, alpha, drop_insignificant, fdr=Non
                                 True)
     unwrap = unwrap_error(table, compact, alpha / num_test, core)
     keep = compact & ~unwrap & (significant | (not drop_insignificant))
-    hotspot_id = np.zeros(keep.size, dtype=np.int32)
-    hotspot_id[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     return {"isCandidate": compact, "isSignificant": significant, "isUnwrapError": unwrap,
-            "isHotspot": keep, "hotspotId": hotspot_id}
+            "isHotspot": keep, "hotspotId": hotspot_ids(keep)}
+
+
+def hotspot_ids(is_hotspot):
+    """hotspotId per cluster: 1..H for the hotspots in cluster-id order, 0 for the rest."""
+    is_hotspot = np.asarray(is_hotspot, dtype=bool)
+    out = np.zeros(is_hotspot.size, dtype=np.int32)
+    out[is_hotspot] = np.arange(1, int(is_hotspot.sum()) + 1, dtype=np.int32)
+    return out

@@ -27,7 +27,7 @@ on their footprints moved across the scene (the noise each one carries, measured
 
 halo          the same test with beta < HALF_MAXIMUM: the weak piece is the strong one's
                 tail (halo()); with the spatial null deciding, a hotspot that is the halo of
-                a touching, stronger hotspot is not reported on its own (isHalo, haloOf in
+                a touching, stronger hotspot is not reported on its own (haloOf in
                 dispersion.h5): family tuning seeds 0-4, most false hotspots under the
                 false-discovery rate were such pieces of true hotspots (docs/quality.md).
 

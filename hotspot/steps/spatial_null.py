@@ -63,8 +63,8 @@ dispersion step's first pass over the stack and projects each as it comes. In me
 N x k float32 coefficients (120 MB at 3 M pixels x k = 10) and, during that pass, the float64
 temporaries of one of its blocks, freed before the pass makes its own (nothing beyond the
 pass's maxMemory); the summed-area tables ((6 + 3k) x MAX_CELLS float64, 290 MB); per
-candidate M gathers of its footprint (at most
-MAX_FOOTPRINT pixels): medium scene (76 k pixels, 508 candidates) 25 s.
+candidate M gathers of its footprint (at most MAX_FOOTPRINT pixels): medium scene (76 k
+pixels, 508 candidates) 25 s.
 """
 import time
 
@@ -481,8 +481,8 @@ def fdr_qvalues(p):
 def candidate_pvalues(index, coef, labels, ids, rows, r_in, r_out, rng, cache=None):
     """Spatial-null test of the clusters ids[rows] (labels: per-pixel cluster id; r_in, r_out:
     ring half-widths per cluster, km). Returns per-cluster arrays (len(ids); NaN / 0 where not
-    tested): p, p_mc, distance, num_null, num_effective, and contrast / null mean (len x k) and null
-    covariance (len x k x k) for the fragment test. cache: a dict kept between calls on the
+    tested): p, p_mc, distance, num_null, num_effective, and contrast / null mean (len x k)
+    and null covariance (len x k x k) for the fragment test. cache: a dict kept between calls on the
     same scene; a cluster with the same pixels and ring is not tested again (the dispersion
     step recomputes its table after splits and merges that change a few clusters)."""
     m, k = len(ids), coef.shape[1]

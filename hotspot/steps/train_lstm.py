@@ -150,7 +150,7 @@ def auto_block_size(workdir, x, y, log=print):
                 # issue 12: 27 km on a 45 km scene) would leave one tile and stop the step
                 log(f"{KEY}blockSize = 2 x {length:.3g} km is over 1/3 of the scene's "
                     f"{extent:.3g} km: {cap:.3g} km")
-                return cap, how + f", capped at 1/3 of the scene's extent"
+                return cap, how + ", capped at 1/3 of the scene's extent"
             return size, how
     size = max(extent / 5.0, 1e-3)
     log(f"{COVARIOGRAM_FILE} with CORRELATION_LENGTH_KM not found: {KEY}blockSize = "

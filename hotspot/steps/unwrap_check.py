@@ -22,8 +22,9 @@ and the rows of its pixels (minus the same background):
   4. the corrected contrast c(t) - mean(n_i) lambda / 2 1[box] is returned for the signal
      test (after up to MAX_BOX quantised boxes, each found on what the previous left:
      family seed 2 had patches unwrapped wrong over two intervals, +43 mm over epochs
-     45-126 and -26 mm over 143-149, which one box left significant, docs/quality.md): a cluster whose signal is only that quantised jump has no signal left, while a
-     real step or bowl that happens to pass 3 keeps what is not a multiple of lambda / 2.
+     45-126 and -26 mm over 143-149, which one box left significant, docs/quality.md): a
+     cluster whose signal is only that quantised jump has no signal left, while a real step
+     or bowl that happens to pass 3 keeps what is not a multiple of lambda / 2.
 """
 import warnings
 
