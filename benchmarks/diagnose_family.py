@@ -16,19 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from hotspot import products
+from hotspot.simulation import score_labels
 from hotspot.steps.dispersion_significance import hotspot_peak_gate
 from hotspot.utils.h5io import open_h5
-
-
-def _best(label, truth_pixels):
-    """(cluster id, IoU) of the label cluster that best overlaps the boolean pixel set."""
-    ids, counts = np.unique(label[truth_pixels & (label > 0)], return_counts=True)
-    if ids.size == 0:
-        return 0, 0.0
-    size = np.bincount(np.where(label > 0, label, 0))
-    iou = counts / (truth_pixels.sum() + size[ids] - counts)
-    k = int(np.argmax(iou))
-    return int(ids[k]), float(iou[k])
 
 
 def _label(path):
@@ -85,13 +75,17 @@ def diagnose(scene, every=False):
     if (scene / products.DISPERSION).is_file():
         with open_h5(scene / products.DISPERSION) as f:
             table = {k: f[k][:] for k in f if f[k].ndim <= 1 or k == "mergedCluster"}
+    # best cluster and IoU of every true hotspot in each label file (the scorer's matching)
+    rows = {name: {e["id"]: (e["cluster"], e["best_iou"])
+                   for e in score_labels(lab, truth)["hotspots"]}
+            for name, lab in labels.items() if lab is not None}
     lines = []
     for k, h in enumerate(hid):
         if not (every or elig[k]):
             continue
         pix = truth == h
-        best = {name: _best(lab, pix) if lab is not None else (0, 0.0)
-                for name, lab in labels.items()}
+        best = {name: rows[name].get(int(h), (0, 0.0)) if name in rows else (0, 0.0)
+                for name in labels}
         head = (f"{scene.name} h{h} {behaviour[k]:<12} {size[k]:.2f} km n={int(pix.sum())} "
                 f"peak {peak_signal[k] * 1000:.1f} mm ({peak_signal[k] * 1000 / noise:.1f}x) "
                 + ("E " if elig[k] else "  ")
