@@ -95,3 +95,40 @@ def test_two_cores_of_one_cluster_are_numbered_in_pixel_order():
     new, parent = core.split_cores(labels, [1], c, r, z, spacing=1.0, min_pixel=20)
     assert parent == {2: 1, 3: 1}
     assert np.bincount(new[first]).argmax() == 2 and np.bincount(new[second]).argmax() == 3
+
+
+def test_core_fraction_tells_one_loud_patch_from_scattered_loud_pixels():
+    """Cluster 1: a disk of high amplitude (its pixels one patch); cluster 2: a band with one
+    loud pixel in 64, isolated (pixels unwrapped wrong); cluster 3: no amplitude known;
+    cluster 4: the quiet rest of the scene."""
+    r, c = _grid(80)
+    rng = np.random.default_rng(6)
+    labels = np.full(r.size, 4, dtype=np.int64)
+    disk = (r - 15) ** 2 + (c - 15) ** 2 <= 25
+    labels[disk] = 1
+    band = (r >= 40) & (r < 64)
+    labels[band] = 2
+    labels[(r >= 70) & (c >= 70)] = 3
+    amp = 1.0 + 0.05 * rng.standard_normal(r.size)
+    amp[disk] += 1.0
+    loud = band & (r % 8 == 4) & (c % 8 == 4)
+    amp[loud] += 20.0
+    amp[labels == 3] = np.nan
+    z = core.amplitude_z(c, r, labels, amp, spacing=1.0)
+    assert z[loud].min() >= core.PEAK_Z
+    share = core.core_fraction(c, r, labels, np.array([1, 2, 3, 4]), z, spacing=1.0)
+    assert share[0] == 1.0
+    # smoothing spreads each loud pixel over its neighbours (< 2.5 spacings), but the
+    # patches stay apart: none holds most of cluster 2
+    assert 0 < share[1] < 0.05
+    assert np.isnan(share[2]) and share[3] < 0.05
+
+
+def test_a_hotspot_needs_most_of_its_pixels_in_one_loud_patch():
+    from hotspot.steps import dispersion_significance as sig
+    table = {"standardDistance": np.full(3, 0.5), "numPixel": np.full(3, 500),
+             "pValue": np.full(3, 1e-12), "signalRms": np.full(3, 0.01),
+             "noiseLevel": np.full(3, 0.002), "coreFraction": np.array([0.9, 0.3, np.nan])}
+    out = sig.select_hotspots(table, max_sd=1.0, min_pixel=20, alpha=0.05,
+                              drop_insignificant=True)
+    assert out["isHotspot"].tolist() == [True, False, True]

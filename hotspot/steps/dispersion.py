@@ -250,6 +250,8 @@ def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insig
         amplitude_z = amplitude_core.amplitude_z(x, y, labels, amplitude, spacing)
     if amplitude_z is not None:
         table["peakAmplitudeZ"] = _cluster_peak(labels, ids, amplitude_z)
+        table["coreFraction"] = amplitude_core.core_fraction(x, y, labels, ids, amplitude_z,
+                                                             spacing)
 
     candidate = (table["standardDistance"] <= max_sd) & (num_pixel >= min_pixel)
     log(f"{num_cluster} clusters, {int(candidate.sum())} with S_d <= {max_sd:.3g} km and "

@@ -16,6 +16,9 @@ MAD_TO_STD = 1.4826
 # at 6.8 with 3,221 pixels on the 55 m LA scene; true hotspots at >= 6.6 with 206-273 pixels
 # (docs/quality.md). Cores are cut only at a peak of amplitude_core.PEAK_Z.
 HOTSPOT_PEAK_SCALE = 1.8
+# Share of a hotspot's pixels in its largest connected patch of high band-passed amplitude
+# (amplitude_core.core_fraction): most of them, a majority rule.
+MIN_CORE_FRACTION = 0.5
 # Empirical null (module docstring): at least this many candidates, and a one-sided 1 %
 # robust z of log(signal / noise) among them.
 MIN_EMPIRICAL = 30
@@ -217,6 +220,11 @@ def select_hotspots(table, max_sd, min_pixel, alpha, drop_insignificant, fdr=Non
         peak = np.asarray(table["peakAmplitudeZ"], dtype=np.float64)
         significant &= np.where(np.isfinite(peak), peak >= hotspot_peak_gate(table["numPixel"]),
                                 True)
+    if "coreFraction" in table:
+        # most of a hotspot is one connected patch of high amplitude; a large cluster whose
+        # loud pixels are scattered is background (amplitude_core.core_fraction)
+        share = np.asarray(table["coreFraction"], dtype=np.float64)
+        significant &= np.where(np.isfinite(share), share >= MIN_CORE_FRACTION, True)
     unwrap = unwrap_error(table, compact, alpha / num_test, core)
     keep = compact & ~unwrap & (significant | (not drop_insignificant))
     return {"isCandidate": compact, "isSignificant": significant, "isUnwrapError": unwrap,

@@ -89,6 +89,7 @@ DATASET_UNITS = {
     "ringVelocity": "m/year",
     "velocityContrast": "m/year",
     "peakAmplitudeZ": "1",
+    "coreFraction": "1",
     "isCandidate": "1",
     "isSignificant": "1",
     "isSignificantVelocity": "1",
