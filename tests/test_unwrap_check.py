@@ -95,3 +95,29 @@ def test_bowl_after_a_quantised_box_keeps_its_signal():
     assert sig["is_quantised"] and sig["num_box"] >= 1
     fit = np.polyfit(np.arange(T), sig["corrected"], 1)[0] * (T - 1)
     assert abs(fit - depth.mean() * -0.03) < 0.004
+
+
+def test_patch_unwrapped_wrong_inside_another_interval_is_corrected_away():
+    """Family seed 5: -1 quantum over epochs 84-143 and -1 more over 113-138; the best single
+    box carries ~1.4 quanta per pixel, between two quanta; the pair fitted together is
+    quantised."""
+    rng = np.random.default_rng(6)
+    t = 150
+    jumps = -HALF * box(84, 143, t) - HALF * box(113, 138, t)
+    rows = np.vstack([jumps + rng.normal(0, 0.004, (25, t)), rng.normal(0, 0.004, (4, t))])
+    contrast = rows.mean(axis=0)
+    single = uc._quantised_box(rows, contrast, HALF)
+    assert not single["is_quantised"]
+    sig = uc.signature(rows, contrast, HALF)
+    assert sig["is_quantised"] and sig["num_box"] == 2
+    assert np.std(sig["corrected"]) < 0.002 < np.std(contrast)
+
+
+def test_nested_bowl_steps_are_not_quantised():
+    """Two steps of a deformation bowl (a continuum of depths) stay a signal."""
+    rng = np.random.default_rng(7)
+    t = 150
+    depth = np.linspace(0.1, 1.0, 60)[:, None]
+    rows = (depth * (-0.03 * box(84, 143, t) - 0.025 * box(113, 138, t))[None, :]
+            + rng.normal(0, 0.003, (60, t)))
+    assert not uc.signature(rows, rows.mean(axis=0), HALF)["is_quantised"]
