@@ -54,7 +54,10 @@ mean velocity is ~0, from noise):
     inside a cluster of noise pixels that resemble its centroid is no longer diluted. A
     core is not tested against the empirical null (it was selected for its amplitude) and
     every hotspot needs peakAmplitudeZ >= 1.8 sqrt(2 ln numPixel) (hotspot_peak_gate:
-    the largest of n noise values grows with n; docs/quality.md).
+    the largest of n noise values grows with n; docs/quality.md), and most of its pixels
+    (coreFraction >= 1/2) in one connected patch of band-passed amplitude z >= 2
+    (amplitude_core.core_fraction): a large background cluster whose loud pixels are
+    scattered (single pixels unwrapped wrong, turbulence) is not a hotspot.
   * fragments: a hotspot and the clusters that touch it (pixels within TOUCH_SPACING
     spacings) - other hotspots, or compact candidates too weak to be hotspots alone - whose
     contrasts, smoothed over the tskm window, correlate at >= MERGE_CORRELATION are one
