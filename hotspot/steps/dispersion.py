@@ -276,6 +276,7 @@ def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insig
                   "ringTimeseries": background.astype(np.float32)})
     table.update(unwrap_columns(ts, contrast, background, has_ring, candidate, half_wavelength,
                                 decimal_years(info.dates)))
+    unwrap_removed = table.pop("unwrapRemoved")
     p_vel = velocity_test(table["meanVelocity"], table["rmsVelocityStd"], n_eff)
     table["pValueVelocity"] = p_vel
     table["isSignificantVelocity"] = np.where(np.isfinite(p_vel), p_vel < alpha, True)
@@ -284,7 +285,8 @@ def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insig
     null = None
     if spatial is not None:
         null = spatial_null.table_columns(spatial, table, labels, x, y, px,
-                                          candidate & has_ring, spacing, corr_length, log)
+                                          candidate & has_ring, spacing, corr_length, log,
+                                          unwrap_removed=unwrap_removed)
     fdr = None if spatial is None else spatial["fdr"]
     table.update(select_hotspots(table, max_sd, min_pixel, alpha, drop_insignificant, fdr=fdr))
     num_significant = int((candidate & table["isSignificant"]).sum())
