@@ -46,7 +46,9 @@ mean velocity is ~0, from noise):
   * unwrapping errors (hotspot.steps.unwrap_check, unwrapCheck = auto: on when the stack has
     WAVELENGTH): a candidate whose contrast is a jump of n lambda / 2 shared by >= 10 % of its
     pixels (unwrap_check.MIN_FRACTION) over one epoch interval, and not significant once that
-    jump is removed, is isUnwrapError and never a hotspot (docs/quality.md).
+    jump is removed, is isUnwrapError and never a hotspot (docs/quality.md). With the spatial
+    null deciding, "significant" is its own test of the contrast with the jump removed
+    (pValueSpatialUnwrapCorrected, the p-value its qValue uses), not the F-test.
   * amplitude cores (hotspot.steps.amplitude_core, amplitudeCore = auto: on when tskm wrote
     hotspotFiltered.h5): after a first pass, each cluster's connected pixels of high
     band-passed amplitude (smoothed robust z >= 2 with a peak >= 7, >= minPixel pixels)
