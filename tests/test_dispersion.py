@@ -513,6 +513,15 @@ def test_unwrapping_error_patch_is_dropped_and_real_hotspots_kept(tmp_path):
     assert not table["isUnwrapError"][[row[1], row[2]]].any()
     off, _ = disp.compute_dispersion(stack, label, half_wavelength=None, **kwargs)
     assert off["isHotspot"].tolist() == [True, True, False, True, False]
+    # with the spatial null deciding, the same null tests what is left once the jump is
+    # removed (pValueSpatialUnwrapCorrected, which the q-value uses): nothing
+    spatial, _ = disp.compute_dispersion(stack, label, half_wavelength=half, fdr=0.05, **kwargs)
+    assert spatial["pValueSpatial"][row[4]] < 1e-6
+    assert spatial["pValueSpatialUnwrapCorrected"][row[4]] > 0.05
+    assert spatial["qValue"][row[4]] > 0.05
+    assert spatial["isUnwrapError"][row[4]] and not spatial["isHotspot"][row[4]]
+    assert np.isnan(spatial["pValueSpatialUnwrapCorrected"][[row[1], row[2]]]).all()
+    assert spatial["isHotspot"][[row[1], row[2]]].all()
 
 
 def test_touching_fragments_that_move_alike_are_merged(tmp_path):

@@ -46,7 +46,9 @@ mean velocity is ~0, from noise):
   * unwrapping errors (hotspot.steps.unwrap_check, unwrapCheck = auto: on when the stack has
     WAVELENGTH): a candidate whose contrast is a jump of n lambda / 2 shared by >= 10 % of its
     pixels (unwrap_check.MIN_FRACTION) over one epoch interval, and not significant once that
-    jump is removed, is isUnwrapError and never a hotspot (docs/quality.md).
+    jump is removed, is isUnwrapError and never a hotspot (docs/quality.md). With the spatial
+    null deciding, "significant" is its own test of the contrast with the jump removed
+    (pValueSpatialUnwrapCorrected, the p-value its qValue uses), not the F-test.
   * amplitude cores (hotspot.steps.amplitude_core, amplitudeCore = auto: on when tskm wrote
     hotspotFiltered.h5): after a first pass, each cluster's connected pixels of high
     band-passed amplitude (smoothed robust z >= 2 with a peak >= 7, >= minPixel pixels)
@@ -279,6 +281,7 @@ def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insig
                   "ringTimeseries": background.astype(np.float32)})
     table.update(unwrap_columns(ts, contrast, background, has_ring, candidate, half_wavelength,
                                 decimal_years(info.dates)))
+    unwrap_removed = table.pop("unwrapRemoved")
     p_vel = velocity_test(table["meanVelocity"], table["rmsVelocityStd"], n_eff)
     table["pValueVelocity"] = p_vel
     table["isSignificantVelocity"] = np.where(np.isfinite(p_vel), p_vel < alpha, True)
@@ -287,7 +290,8 @@ def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insig
     null = None
     if spatial is not None:
         null = spatial_null.table_columns(spatial, table, labels, x, y, px,
-                                          candidate & has_ring, spacing, corr_length, log)
+                                          candidate & has_ring, spacing, corr_length, log,
+                                          unwrap_removed=unwrap_removed)
     fdr = None if spatial is None else spatial["fdr"]
     table.update(select_hotspots(table, max_sd, min_pixel, alpha, drop_insignificant, fdr=fdr))
     num_significant = int((candidate & table["isSignificant"]).sum())

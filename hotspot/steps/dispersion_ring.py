@@ -223,14 +223,17 @@ def cluster_rows(ts, c):
 
 def unwrap_columns(ts, contrast, background, has_ring, candidate, half_wavelength, years):
     """Unwrapping-error signature of every candidate with a ring (hotspot.steps.unwrap_check) and
-    the signal test of its contrast with the quantised jump removed; table columns."""
+    the signal test of its contrast with the quantised jump removed; table columns, and
+    unwrapRemoved (M x T, not written): the quantised boxes removed from each contrast, for the
+    spatial null's test of what is left."""
     m, t = contrast.shape
     cols = {"unwrapStart": np.zeros(m, np.int32), "unwrapStop": np.zeros(m, np.int32),
             "unwrapJump": np.zeros(m), "unwrapFraction": np.zeros(m),
             "unwrapResidual": np.full(m, np.nan), "isQuantisedJump": np.zeros(m, bool),
             "unwrapNumBox": np.zeros(m, np.int32), "pValueUnwrapCorrected": np.full(m, np.nan),
             "signalRmsUnwrapCorrected": np.full(m, np.nan),
-            "noiseLevelUnwrapCorrected": np.full(m, np.nan)}
+            "noiseLevelUnwrapCorrected": np.full(m, np.nan),
+            "unwrapRemoved": np.zeros((m, t))}
     if not (half_wavelength and half_wavelength > 0):
         return cols
     corrected, which = [], []
@@ -245,6 +248,7 @@ def unwrap_columns(ts, contrast, background, has_ring, candidate, half_wavelengt
         if sig["is_quantised"]:
             corrected.append(sig["corrected"])
             which.append(c)
+            cols["unwrapRemoved"][c] = contrast[c] - sig["corrected"]
     if which:
         p, rms, noise, _ = signal_test(np.array(corrected), years)
         cols["pValueUnwrapCorrected"][which] = p

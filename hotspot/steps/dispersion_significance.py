@@ -225,7 +225,12 @@ def select_hotspots(table, max_sd, min_pixel, alpha, drop_insignificant, fdr=Non
         # loud pixels are scattered is background (amplitude_core.core_fraction)
         share = np.asarray(table["coreFraction"], dtype=np.float64)
         significant &= np.where(np.isfinite(share), share >= MIN_CORE_FRACTION, True)
-    unwrap = unwrap_error(table, compact, alpha / num_test, core)
+    if fdr is not None and "pValueSpatialUnwrapCorrected" in table:
+        # the spatial null tested what is left once the quantised jump is removed (qValue):
+        # not significant -> the cluster's signal was the unwrapping error
+        unwrap = np.asarray(table["isQuantisedJump"], dtype=bool) & compact & ~significant
+    else:
+        unwrap = unwrap_error(table, compact, alpha / num_test, core)
     keep = compact & ~unwrap & (significant | (not drop_insignificant))
     return {"isCandidate": compact, "isSignificant": significant, "isUnwrapError": unwrap,
             "isHotspot": keep, "hotspotId": hotspot_ids(keep)}

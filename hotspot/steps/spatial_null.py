@@ -390,14 +390,24 @@ def null_pvalue(observed, draws, num_effective=None):
     m = num_draw if num_effective is None else max(1, min(num_draw, int(num_effective)))
     mean, cov = robust_moments(draws)
     prec = np.linalg.pinv(cov)
-    diff = observed - mean
-    dist = float(diff @ prec @ diff)
+    p, dist = prediction_pvalue(observed, mean, cov, m, prec)
     null = np.einsum("ij,jk,ik->i", draws - mean, prec, draws - mean)
     exceed = int(np.sum(null >= dist))
     p_mc = (1.0 + exceed) / (1.0 + num_draw)
+    return p, p_mc, dist, exceed
+
+
+def prediction_pvalue(observed, mean, cov, m, prec=None):
+    """(p, distance): Mahalanobis distance of observed (k,) to the null's robust location and
+    covariance and its Gaussian tail, the prediction ellipse F(k, m - k) of m independent
+    draws (NaN when m <= k)."""
+    k = np.size(observed)
+    prec = np.linalg.pinv(cov) if prec is None else prec
+    diff = np.asarray(observed, dtype=np.float64) - mean
+    dist = float(diff @ prec @ diff)
     f = dist * m * (m - k) / ((m + 1.0) * (m - 1.0) * k)
     p = float(stats.f.sf(f, k, m - k)) if m > k else np.nan
-    return p, p_mc, dist, exceed
+    return p, dist
 
 
 def _footprint(index, pixels, rng):
@@ -512,6 +522,23 @@ def candidate_pvalues(index, coef, labels, ids, rows, r_in, r_out, rng, cache=No
     return out
 
 
+def unwrap_corrected_pvalues(res, table, removed, basis):
+    """pValueSpatial of the clusters with a quantised jump (isQuantisedJump), their observed
+    contrast coefficients less the projection of the removed boxes (unwrapRemoved, M x T) on
+    the same smooth basis, against the same null (robust location, covariance and effective
+    placements); NaN for the other clusters and the untestable ones."""
+    m = res["p"].size
+    out = np.full(m, np.nan)
+    quantised = np.asarray(table.get("isQuantisedJump", np.zeros(m, bool)), dtype=bool)
+    if removed is None or basis is None or not quantised.any():
+        return out
+    for c in np.nonzero(quantised & np.isfinite(res["p"]))[0]:
+        observed = res["contrast"][c] - np.asarray(removed[c], dtype=np.float64) @ basis
+        out[c] = prediction_pvalue(observed, res["mean"][c], res["cov"][c],
+                                   int(res["num_effective"][c]))[0]
+    return out
+
+
 def velocity_columns(mean_series, ring_series, years):
     """Least-squares linear velocity (unit / yr) of each cluster's mean series, of its ring
     background and of their difference (what the hotspot does that its surroundings do not);
@@ -543,7 +570,7 @@ def setup(stack_file, fdr, seed, on=True):
         return None
     info = read_info(stack_file)
     basis = temporal_basis(decimal_years(info.dates))
-    return {"fdr": fdr, "rng": np.random.default_rng([int(seed), 12]),
+    return {"fdr": fdr, "rng": np.random.default_rng([int(seed), 12]), "basis": basis,
             "projection": StackProjection(info.num_pixel, basis)}
 
 
@@ -566,7 +593,8 @@ def _coefficients(spatial, log):
     return spatial["coef"]
 
 
-def table_columns(spatial, table, labels, x, y, px, tested, spacing, corr_length, log):
+def table_columns(spatial, table, labels, x, y, px, tested, spacing, corr_length, log,
+                  unwrap_removed=None):
     """Adds pValueSpatial, pValueSpatialMC, qValue, contrastDistance and numNullPlacement of
     the clusters `tested` to the dispersion table (ring radii as the step's ring: r_in =
     2 S_d + spacing, r_out = r_in + max(correlation length, 3 spacings)); returns the null
@@ -583,8 +611,13 @@ def table_columns(spatial, table, labels, x, y, px, tested, spacing, corr_length
     rows = np.nonzero(tested)[0]
     res = candidate_pvalues(index, coef, labels, table["clusterId"], rows, r_in, r_out,
                             spatial["rng"], cache=spatial.setdefault("cache", {}))
-    q = fdr_qvalues(res["p"])
+    p_corrected = unwrap_corrected_pvalues(res, table, unwrap_removed,
+                                           spatial.get("basis"))
+    # a cluster whose contrast is a quantised (unwrapping-error) jump is tested on what is
+    # left once the jump is removed: that is its evidence of deformation
+    q = fdr_qvalues(np.where(np.isfinite(p_corrected), p_corrected, res["p"]))
     table.update({"pValueSpatial": res["p"], "pValueSpatialMC": res["p_mc"], "qValue": q,
+                  "pValueSpatialUnwrapCorrected": p_corrected,
                   "contrastDistance": res["distance"], "numNullPlacement": res["num_null"],
                   "numNullEffective": res["num_effective"]})
     res["level"] = spatial["fdr"]

@@ -83,6 +83,7 @@ DATASET_UNITS = {
     "pValueSpatial": "1",
     "pValueSpatialMC": "1",
     "qValue": "1",
+    "pValueSpatialUnwrapCorrected": "1",
     "contrastDistance": "1",           # robust Mahalanobis distance of the contrast coefficients
     "numNullPlacement": "1",
     "clusterVelocity": "m/year",
