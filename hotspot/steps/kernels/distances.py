@@ -25,7 +25,8 @@ epochs (|i - j| <= radius, as tslearn's ``sakoe_chiba`` mask) or None for no ban
 import numpy as np
 from numba import njit, prange
 
-from hotspot.steps.kernels.dtw import (BIG, LANES, LN3, _FAST, _check, _dtw_lanes, _radius, _tier1,
+from hotspot.steps.kernels.dtw import (BIG, LANES, LN3, _FAST, _check, _dtw_lanes, _lane_buffers,
+                                       _pack_lanes, _radius, _tier1,
                                        _tier2, _tier3, error_constants, exact_cost)
 
 METRICS = ("softdtw", "dtw", "euclidean")
@@ -153,9 +154,10 @@ def pdist(X, metric="softdtw", gamma=0.01, radius=None, lanes=LANES):
 
 @njit(parallel=True, **_FAST)
 def _pairs_fast_sym(X, radius, soft, gamma, lanes):
-    n, T = X.shape
+    n = X.shape[0]
     out = np.empty((n, n), dtype=np.float32)
     nb = (n + lanes - 1) // lanes
+    rows = np.arange(n)
     for q in prange(nb * n):
         b = q // n
         c = q % n
@@ -163,16 +165,7 @@ def _pairs_fast_sym(X, radius, soft, gamma, lanes):
         if c < s:
             continue
         e = min(s + lanes, n)
-        xt = np.empty((T, lanes), dtype=np.float32)
-        for ll in range(lanes):
-            for t in range(T):
-                xt[t, ll] = X[min(s + ll, e - 1), t]
-        prev = np.empty((T + 1, lanes), dtype=np.float32)
-        cur = np.empty((T + 1, lanes), dtype=np.float32)
-        rmin = np.empty(lanes, dtype=np.float32)
-        res = np.empty(lanes, dtype=np.float32)
-        bound = np.full(lanes, BIG, dtype=np.float32)
-        _dtw_lanes(xt, X[c], radius, soft, gamma, bound, prev, cur, rmin, res)
+        res = _lane_block(X, rows, s, e, X[c], radius, soft, gamma, lanes)
         for ll in range(e - s):
             out[s + ll, c] = res[ll]
     for i in range(n):
@@ -221,28 +214,30 @@ def _pairs_exact(X, Y, radius, soft, gamma):
 
 @njit(parallel=True, **_FAST)
 def _pairs_fast(X, Y, radius, soft, gamma, lanes):
-    n, T = X.shape
+    n = X.shape[0]
     m = Y.shape[0]
     out = np.empty((n, m), dtype=np.float32)
     nb = (n + lanes - 1) // lanes
+    rows = np.arange(n)
     for q in prange(nb * m):
         b = q // m
         c = q % m
         s = b * lanes
         e = min(s + lanes, n)
-        xt = np.empty((T, lanes), dtype=np.float32)
-        for ll in range(lanes):
-            for t in range(T):
-                xt[t, ll] = X[min(s + ll, e - 1), t]
-        prev = np.empty((T + 1, lanes), dtype=np.float32)
-        cur = np.empty((T + 1, lanes), dtype=np.float32)
-        rmin = np.empty(lanes, dtype=np.float32)
-        res = np.empty(lanes, dtype=np.float32)
-        bound = np.full(lanes, BIG, dtype=np.float32)
-        _dtw_lanes(xt, Y[c], radius, soft, gamma, bound, prev, cur, rmin, res)
+        res = _lane_block(X, rows, s, e, Y[c], radius, soft, gamma, lanes)
         for ll in range(e - s):
             out[s + ll, c] = res[ll]
     return out
+
+
+@njit(inline="always", **_FAST)
+def _lane_block(X, rows, s, e, y, radius, soft, gamma, lanes):
+    """(Soft-)DTW of rows[s:e] of X (one lane block) to the series y, never abandoned."""
+    xt, _ = _pack_lanes(X, rows, s, e, lanes, np.float32(0.0))
+    prev, cur, rmin, res = _lane_buffers(X.shape[1], lanes)
+    bound = np.full(lanes, BIG, dtype=np.float32)
+    _dtw_lanes(xt, y, radius, soft, gamma, bound, prev, cur, rmin, res)
+    return res
 
 
 def _sq_euclidean64(X, C):

@@ -185,6 +185,31 @@ def error_constants(num_date, gamma, soft):
     return np.float32(c_rel), np.float32(c_amp), np.float32(c_abs + 1e-30)
 
 
+# ---------------------------------------------------------------- lane blocks
+@njit(inline="always", **_FAST)
+def _pack_lanes(X, rows, s, e, lanes, amp0):
+    """(xt, amp): rows[s:e] of X transposed into a (T, lanes) block (the last row repeated in
+    the unused lanes) and each lane's max |value|, at least amp0."""
+    T = X.shape[1]
+    xt = np.empty((T, lanes), dtype=np.float32)
+    amp = np.empty(lanes, dtype=np.float32)
+    for ll in range(lanes):
+        p = rows[min(s + ll, e - 1)]
+        a = amp0
+        for t in range(T):
+            xt[t, ll] = X[p, t]
+            a = _fmax(a, abs(X[p, t]))
+        amp[ll] = a
+    return xt, amp
+
+
+@njit(inline="always", **_FAST)
+def _lane_buffers(T, lanes):
+    """Work arrays of _dtw_lanes: (prev, cur, rmin, out)."""
+    return (np.empty((T + 1, lanes), dtype=np.float32), np.empty((T + 1, lanes), dtype=np.float32),
+            np.empty(lanes, dtype=np.float32), np.empty(lanes, dtype=np.float32))
+
+
 # ---------------------------------------------------------------- tier 1: hard DTW, all pixels
 @njit(parallel=True, **_FAST)
 def _tier1(X, C, perm, E, radius, bracket, c_rel, c_amp, c_abs, lanes):
@@ -206,24 +231,13 @@ def _tier1(X, C, perm, E, radius, bracket, c_rel, c_amp, c_abs, lanes):
     for b in prange(nb):
         s = b * lanes
         e = min(s + lanes, n)
-        xt = np.empty((T, lanes), dtype=np.float32)
-        amp = np.empty(lanes, dtype=np.float32)
-        for ll in range(lanes):
-            p = perm[min(s + ll, e - 1)]
-            a = amp_c
-            for t in range(T):
-                xt[t, ll] = X[p, t]
-                a = _fmax(a, abs(X[p, t]))
-            amp[ll] = a
+        xt, amp = _pack_lanes(X, perm, s, e, lanes, amp_c)
         score = np.zeros(k, dtype=np.float64)
         for ll in range(e - s):
             for c in range(k):
                 score[c] += E[perm[s + ll], c]
         order = np.argsort(score)
-        prev = np.empty((T + 1, lanes), dtype=np.float32)
-        cur = np.empty((T + 1, lanes), dtype=np.float32)
-        rmin = np.empty(lanes, dtype=np.float32)
-        out = np.empty(lanes, dtype=np.float32)
+        prev, cur, rmin, out = _lane_buffers(T, lanes)
         best = np.full(lanes, BIG, dtype=np.float32)
         bound = np.empty(lanes, dtype=np.float32)
         for oc in order:
@@ -261,19 +275,8 @@ def _tier2(X, C, pix, cand, radius, gamma, c_rel, c_amp, c_abs, lanes):
     for b in prange(nb):
         s = b * lanes
         e = min(s + lanes, n)
-        xt = np.empty((T, lanes), dtype=np.float32)
-        amp = np.zeros(lanes, dtype=np.float32)
-        for ll in range(lanes):
-            p = pix[min(s + ll, e - 1)]
-            a = amp_c
-            for t in range(T):
-                xt[t, ll] = X[p, t]
-                a = _fmax(a, abs(X[p, t]))
-            amp[ll] = a
-        prev = np.empty((T + 1, lanes), dtype=np.float32)
-        cur = np.empty((T + 1, lanes), dtype=np.float32)
-        rmin = np.empty(lanes, dtype=np.float32)
-        out = np.empty(lanes, dtype=np.float32)
+        xt, amp = _pack_lanes(X, pix, s, e, lanes, amp_c)
+        prev, cur, rmin, out = _lane_buffers(T, lanes)
         best = np.full(lanes, BIG, dtype=np.float32)
         bound = np.empty(lanes, dtype=np.float32)
         for c in range(k):
