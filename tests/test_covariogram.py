@@ -119,6 +119,26 @@ def test_deramp_plane_is_exact_on_a_plane():
     assert np.abs(left).max() < 1e-6 * np.abs(plane).max()
 
 
+def test_deramp_plane_stays_within_one_float32_copy():
+    """The sample is sized to half of maxMemory: removing the planes may add a float32 copy
+    and a chunk, not float64 copies of the whole sample (~3x, before)."""
+    import tracemalloc
+    rng = np.random.default_rng(1)
+    n, t = 200_000, 40
+    lon, lat = rng.uniform(-118, -117.5, n), rng.uniform(34, 34.5, n)
+    anomaly = rng.normal(size=(n, t)).astype(np.float32)
+    expected = cg.deramp_plane(lon[:5000], lat[:5000], anomaly[:5000], chunk=5000)
+    tracemalloc.start()
+    left = cg.deramp_plane(lon, lat, anomaly)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1.5 * anomaly.nbytes
+    # chunking changes nothing but the order of the float64 sums
+    np.testing.assert_allclose(cg.deramp_plane(lon[:5000], lat[:5000], anomaly[:5000],
+                                               chunk=700), expected, atol=1e-6)
+    assert left.shape == anomaly.shape and left.dtype == np.float32
+
+
 def test_same_seed_same_result_other_seed_differs(field_dir, tmp_path):
     stack = field_dir / "hotspotStack.h5"
     lon, lat, anom = cg.read_sample(stack, 3000, seed=1, max_memory=1, log=lambda m: None)

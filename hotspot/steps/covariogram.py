@@ -79,6 +79,8 @@ COV_FILE = products.COVARIOGRAM
 MODELS = ("exponential", "gaussian", "spherical")
 # Enough pixels for ~10^7 distinct pairs at every distance; more only costs memory and cache.
 MAX_SAMPLE_PIXEL = 300_000
+# rows per chunk of deramp_plane's float64 sums (a few MB at 247 epochs)
+DERAMP_CHUNK = 4096
 # Candidate pairs per chunk: bounds the sampler's temporaries to ~100 MB.
 PAIR_CHUNK = 1_000_000
 MIN_PAIR_PER_BIN = 10
@@ -125,13 +127,25 @@ def read_settings(config):
     return num_pair, bin_size, max_distance, model, deramp
 
 
-def deramp_plane(lon, lat, anomaly):
+def deramp_plane(lon, lat, anomaly, chunk=DERAMP_CHUNK):
     """A float32 copy of anomaly minus the least-squares plane a + b x + c y of each epoch;
-    x, y km about the sample's mean position."""
+    x, y km about the sample's mean position.
+
+    The normal equations are summed in float64 over chunks of `chunk` rows and the plane is
+    subtracted chunk by chunk, so the memory is the float32 copy plus one chunk: the sample is
+    sized to half of maxMemory, and a float64 least-squares on the whole of it took ~3x that."""
     x, y = lonlat_to_xy_km(lon, lat, float(np.mean(lon)), float(np.mean(lat)))
     design = np.c_[np.ones_like(x), x, y]
-    coef, *_ = np.linalg.lstsq(design, anomaly.astype(np.float64), rcond=None)
-    return (anomaly - (design @ coef).astype(np.float32)).astype(np.float32)
+    rhs = np.zeros((3, anomaly.shape[1]))
+    for start in range(0, anomaly.shape[0], chunk):
+        rows = slice(start, start + chunk)
+        rhs += design[rows].T @ anomaly[rows].astype(np.float64)
+    coef = np.linalg.solve(design.T @ design, rhs)
+    out = np.array(anomaly, dtype=np.float32)
+    for start in range(0, anomaly.shape[0], chunk):
+        rows = slice(start, start + chunk)
+        out[rows] -= (design[rows] @ coef).astype(np.float32)
+    return out
 
 
 def run(ctx):
