@@ -101,6 +101,15 @@ def amplitude_z(x, y, labels, amplitude, spacing):
     return z
 
 
+def _components(x, y, labels, idx, radius):
+    """(number, component of each pixel of idx): the pixels idx joined within radius when they
+    share a label (scipy's connected components of that graph)."""
+    pairs = _same_label_pairs(x[idx], y[idx], labels[idx], radius)
+    graph = sparse.coo_matrix((np.ones(pairs.shape[0]), (pairs[:, 0], pairs[:, 1])),
+                              shape=(idx.size, idx.size))
+    return connected_components(graph, directed=False)
+
+
 def split_cores(labels, split_ids, x, y, z, spacing, min_pixel):
     """(new labels, {core id: parent id}): the cores of the clusters split_ids get new ids
     after labels.max(), in order of parent id then first pixel; see module docstring."""
@@ -109,10 +118,7 @@ def split_cores(labels, split_ids, x, y, z, spacing, min_pixel):
     idx = np.nonzero(cand)[0]
     if idx.size < min_pixel:
         return labels, {}
-    pairs = _same_label_pairs(x[idx], y[idx], labels[idx], CONNECT_SPACING * spacing)
-    graph = sparse.coo_matrix((np.ones(pairs.shape[0]), (pairs[:, 0], pairs[:, 1])),
-                              shape=(idx.size, idx.size))
-    num_comp, comp = connected_components(graph, directed=False)
+    num_comp, comp = _components(x, y, labels, idx, CONNECT_SPACING * spacing)
     size = np.bincount(comp, minlength=num_comp)
     peak = np.full(num_comp, -np.inf)
     np.maximum.at(peak, comp, z[idx])
@@ -158,10 +164,7 @@ def core_fraction(x, y, labels, ids, z, spacing):
     idx = known[z[known] >= LOW_Z]
     if not idx.size:
         return out
-    pairs = _same_label_pairs(x[idx], y[idx], labels[idx], SMOOTH_SPACING * spacing)
-    graph = sparse.coo_matrix((np.ones(pairs.shape[0]), (pairs[:, 0], pairs[:, 1])),
-                              shape=(idx.size, idx.size))
-    _, comp = connected_components(graph, directed=False)
+    _, comp = _components(x, y, labels, idx, SMOOTH_SPACING * spacing)
     size = np.bincount(comp)
     row = np.searchsorted(ids, labels[idx])
     largest = np.zeros(ids.size)
