@@ -106,9 +106,8 @@ from hotspot.steps.dispersion_ring import (_majority, _pixel_stats, _timeseries_
                                            pixel_area_km2, ring_contrast, ring_matrix,
                                            unwrap_columns)
 from hotspot.steps.dispersion_significance import (MIN_CORE_FRACTION, cluster_geometry,
-                                                   effective_count,
-                                                   hotspot_ids, select_hotspots, signal_test,
-                                                   velocity_test)
+                                                   effective_count, hotspot_ids, scattered,
+                                                   select_hotspots, signal_test, velocity_test)
 from hotspot.steps.export import HOTSPOT_FILE
 from hotspot.utils.errors import HotspotError
 from hotspot.utils.geo import lonlat_to_xy_km, median_spacing
@@ -202,6 +201,13 @@ def compute_dispersion(stack_file, pixel_label, *, max_sd, min_pixel, alpha, dro
         table["isHotspot"] = table["isHotspot"] & (table["haloOf"] == 0)
         table["hotspotId"] = hotspot_ids(table["isHotspot"])
         hotspot_label = _hotspot_label(labels, table)
+    if fdr is not None and "qValue" in table:
+        diffuse = table["isCandidate"] & (np.asarray(table["qValue"]) <= fdr) & scattered(table)
+        if diffuse.any():
+            log(f"dispersion: {int(diffuse.sum())} candidates with q <= {fdr:g} are no hotspot: "
+                f"fewer than {MIN_CORE_FRACTION:g} of their pixels in one patch of high "
+                "band-passed amplitude (coreFraction): clusters "
+                + ", ".join(str(int(c)) for c in ids[diffuse]))
     into = np.searchsorted(ids, np.array(list(merged.values()), dtype=np.int64))
     table["numMerged"] = (1 + np.bincount(into, minlength=ids.size)).astype(np.int32)
     table["mergedCluster"] = np.array(sorted(merged.items()), dtype=np.int32).reshape(-1, 2)
@@ -302,14 +308,6 @@ def _dispersion_pass(stack_file, labels, *, max_sd, min_pixel, alpha, drop_insig
         f"candidates significant; {int(table['isUnwrapError'].sum())} candidates are unwrapping "
         f"errors (a jump of n lambda/2 and no other signal"
         f"{'' if half_wavelength else ': check off'}) -> {int(table['isHotspot'].sum())} hotspots")
-    if "coreFraction" in table and fdr is not None:
-        diffuse = (candidate & (np.asarray(table["qValue"]) <= fdr)
-                   & (np.nan_to_num(table["coreFraction"], nan=1.0) < MIN_CORE_FRACTION))
-        if diffuse.any():
-            log(f"dispersion: {int(diffuse.sum())} candidates with q <= {fdr:g} are no hotspot: "
-                f"fewer than {MIN_CORE_FRACTION:g} of their pixels in one patch of high "
-                "band-passed amplitude (coreFraction): clusters "
-                + ", ".join(str(int(c)) for c in table["clusterId"][diffuse]))
 
     hotspot_label = _hotspot_label(labels, table)
     table["date"] = np.array(info.dates, dtype="S8")

@@ -220,11 +220,7 @@ def select_hotspots(table, max_sd, min_pixel, alpha, drop_insignificant, fdr=Non
         peak = np.asarray(table["peakAmplitudeZ"], dtype=np.float64)
         significant &= np.where(np.isfinite(peak), peak >= hotspot_peak_gate(table["numPixel"]),
                                 True)
-    if "coreFraction" in table:
-        # most of a hotspot is one connected patch of high amplitude; a large cluster whose
-        # loud pixels are scattered is background (amplitude_core.core_fraction)
-        share = np.asarray(table["coreFraction"], dtype=np.float64)
-        significant &= np.where(np.isfinite(share), share >= MIN_CORE_FRACTION, True)
+    significant &= ~scattered(table)
     if fdr is not None and "pValueSpatialUnwrapCorrected" in table:
         # the spatial null tested what is left once the quantised jump is removed (qValue):
         # not significant -> the cluster's signal was the unwrapping error
@@ -234,6 +230,15 @@ def select_hotspots(table, max_sd, min_pixel, alpha, drop_insignificant, fdr=Non
     keep = compact & ~unwrap & (significant | (not drop_insignificant))
     return {"isCandidate": compact, "isSignificant": significant, "isUnwrapError": unwrap,
             "isHotspot": keep, "hotspotId": hotspot_ids(keep)}
+
+
+def scattered(table):
+    """Clusters whose coreFraction is below MIN_CORE_FRACTION: most of a hotspot is one
+    connected patch of high amplitude, and a large cluster whose loud pixels are scattered is
+    background (amplitude_core.core_fraction). False where the fraction is unknown or absent."""
+    share = np.asarray(table.get("coreFraction", np.full(table["numPixel"].size, np.nan)),
+                       dtype=np.float64)
+    return np.isfinite(share) & (share < MIN_CORE_FRACTION)
 
 
 def hotspot_ids(is_hotspot):
