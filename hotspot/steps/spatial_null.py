@@ -378,17 +378,18 @@ def robust_moments(draws, keep=TRIM_QUANTILE, iterations=3):
     return mean, cov
 
 
-def null_pvalue(observed, draws, num_effective=None):
+def null_pvalue(observed, draws, num_effective=None, moments=None):
     """(p, p_mc, distance, exceedances) of the observed contrast (k,) against null draws
     (M x k): robust location and covariance of the draws (robust_moments), the observation's
     Mahalanobis distance to them, its Gaussian tail (the prediction ellipse, F(k, m - k) with
     m = min(M, num_effective), the independent draws) and, for information, the Monte Carlo
-    p-value against the draws' own distances (module docstring)."""
+    p-value against the draws' own distances (module docstring). moments: (mean, cov) of
+    robust_moments(draws) when the caller has them already."""
     draws = np.asarray(draws, dtype=np.float64)
     observed = np.asarray(observed, dtype=np.float64)
     num_draw, k = draws.shape
     m = num_draw if num_effective is None else max(1, min(num_draw, int(num_effective)))
-    mean, cov = robust_moments(draws)
+    mean, cov = robust_moments(draws) if moments is None else moments
     prec = np.linalg.pinv(cov)
     p, dist = prediction_pvalue(observed, mean, cov, m, prec)
     null = np.einsum("ij,jk,ik->i", draws - mean, prec, draws - mean)
@@ -472,8 +473,8 @@ def cluster_pvalue(index, coef, pixels, r_in, r_out, labels, own_id, rng, num_nu
     res["num_effective"] = min(num_effective, draws.shape[0])
     if num_effective < k + 2:
         return res
-    p, p_mc, dist, _ = null_pvalue(obs, draws, num_effective)
     mean, cov = robust_moments(draws)
+    p, p_mc, dist, _ = null_pvalue(obs, draws, num_effective, moments=(mean, cov))
     res.update(p=p, p_mc=p_mc, distance=dist, num_null=draws.shape[0], mean=mean, cov=cov)
     return res
 
